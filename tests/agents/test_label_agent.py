@@ -1,0 +1,83 @@
+"""The batching agent under Faust's test_context(): batches, routes, and acks only after sending."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+
+from worker.app import Serving, create_app
+from worker.config import load_settings
+
+
+class RecordingProducer:
+    """Stands in for app.producer: records sends; each ack is a future we control."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None, Any]] = []
+        self.fail = False
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None, partition: Any = None,
+                   timestamp: Any = None, headers: Any = None) -> asyncio.Future[None]:
+        self.sent.append((topic, key, value, headers))
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.fail:
+            fut.set_exception(RuntimeError("broker said no"))
+        else:
+            fut.set_result(None)
+        return fut
+
+
+@pytest.fixture
+def app_and_producer(tiny_bundle: Any) -> tuple[Any, RecordingProducer]:
+    settings = load_settings(app_id="agent-test", batch_size=4, batch_max_wait=0.05, max_text_bytes=1000)
+    app = create_app(settings, Serving(tiny_bundle))
+    producer = RecordingProducer()
+    app.producer = producer
+    return app, producer
+
+
+async def wait_for(condition: Any, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def test_agent_labels_batches_routes_and_dead_letters(app_and_producer: Any) -> None:
+    app, producer = app_and_producer
+    agent = app.agents["label-texts"]
+    async with agent.test_context() as ctx:
+        values = [orjson.dumps({"id": f"t{i}", "text": f"football match report number {i}"}) for i in range(5)]
+        values.append(b'{"text": 1}')
+        events = [await ctx.put(value=v, key=f"k{i}".encode()) for i, v in enumerate(values)]
+        await wait_for(lambda: len(producer.sent) == 11)  # 5 labeled + 5 routed + 1 dead-lettered
+        await wait_for(lambda: all(e.message.acked for e in events))  # acked once delivered
+    topics = [t for t, *_ in producer.sent]
+    assert topics.count("texts.labeled") == 5 and topics.count("texts.dlq") == 1
+    labeled = [orjson.loads(v) for t, _, v, _ in producer.sent if t == "texts.labeled"]
+    assert sorted(r["id"] for r in labeled) == [f"t{i}" for i in range(5)]
+    assert {k for t, k, _, _ in producer.sent if t == "texts.labeled"} == {f"k{i}".encode() for i in range(5)}
+    dead = next(s for s in producer.sent if s[0] == "texts.dlq")
+    assert dead[2] == b'{"text": 1}' and dead[1] == b"k5"
+    assert ("error", b"text_not_string") in dead[3]
+
+
+async def test_a_failed_send_is_not_acked(app_and_producer: Any) -> None:
+    app, producer = app_and_producer
+    producer.fail = True
+    crashed: list[BaseException] = []
+
+    async def record_crash(exc: BaseException) -> None:
+        crashed.append(exc)
+
+    app.crash = record_crash
+    agent = app.agents["label-texts"]
+    async with agent.test_context() as ctx:
+        event = await ctx.put(value=b"a text that cannot be delivered")
+        await wait_for(lambda: crashed)
+        # the event keeps its reference: it was never acked, so its offset is never committed
+        assert not event.message.acked
+    assert "broker said no" in str(crashed[0])

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def tiny_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry holding one really trained (tiny) version; copy it before changing it."""
+    from tests.factories import train_tiny
+
+    root = tmp_path_factory.mktemp("registry")
+    train_tiny(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_registry: Path):  # type: ignore[no-untyped-def]
+    from worker import bundle
+
+    return bundle.load_latest(tiny_registry)

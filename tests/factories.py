@@ -1,0 +1,54 @@
+"""Test factories: tiny but really trained model bundles, records of every bad-input kind."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import orjson
+
+from training.models import ModelConfig
+from training.train import TrainConfig, train
+
+REPO = Path(__file__).resolve().parents[1]
+BBC = REPO / "data" / "bbc_news_train.jsonl.gz"
+
+# Small enough to train in seconds on 2 cores, big enough to learn something real.
+TINY = TrainConfig(
+    model=ModelConfig(vocab_size=3000, sequence_length=60, embedding_dim=16, lstm_units=16,
+                      tfidf_vocab=1500, latent_dim=8, hidden_units=32),
+    epochs=3, ae_epochs=3, max_rows=400, batch_size=32,
+)
+
+
+def train_tiny(model_dir: Path) -> int:
+    return train([BBC], model_dir, TINY).version
+
+
+def copy_registry(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def malformed(limit: int) -> dict[str, list[bytes]]:
+    """Ten records of each bad-input kind the integration contract names, by reason."""
+    return {
+        "invalid_utf8": [b"bad \xff\xfe bytes %d" % i for i in range(10)],
+        "missing_text": [orjson.dumps({"id": f"nt-{i}", "body": "no text here"}) for i in range(10)],
+        "text_not_string": [orjson.dumps({"id": f"ns-{i}", "text": [i]}) for i in range(10)],
+        "empty_text": [orjson.dumps({"id": f"et-{i}", "text": " \n\t" * (i + 1)}) for i in range(10)],
+        "too_large": [orjson.dumps({"id": f"tl-{i}", "text": "x" * (limit + i)}) for i in range(10)],
+    }
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free on 127.0.0.1 right now (all sockets held together so they differ)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()

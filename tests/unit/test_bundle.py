@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from tests.factories import copy_registry
+from worker import bundle, registry
+from worker.errors import BundleError, RegistryError
+
+
+def rewrite_manifest(folder: Path, **changes: object) -> None:
+    manifest = orjson.loads((folder / "manifest.json").read_bytes())
+    manifest.update(changes)
+    (folder / "manifest.json").write_bytes(orjson.dumps(manifest))
+
+
+def rehash(folder: Path, name: str) -> None:
+    manifest = orjson.loads((folder / "manifest.json").read_bytes())
+    manifest["files"][name] = registry.sha256_file(folder / name)
+    (folder / "manifest.json").write_bytes(orjson.dumps(manifest))
+
+
+def test_loads_the_highest_version_with_its_manifest(tiny_registry: Path, tmp_path: Path) -> None:
+    reg = copy_registry(tiny_registry, tmp_path / "r")
+    shutil.copytree(reg / "1", reg / "2")
+    rewrite_manifest(reg / "2", version=2)
+    b = bundle.load_latest(reg)
+    assert b.version == 2
+    assert list(b.labels) == sorted(b.labels) and len(b.labels) == 5
+    probs, emb = b.infer(["a test sentence", "another one"])
+    assert probs.shape == (2, 5) and emb.shape == (2, b.centroids.shape[1])
+    assert np.allclose(np.linalg.norm(b.centroids, axis=1), 1.0, atol=1e-5)
+
+
+def test_empty_registry_fails_fast(tmp_path: Path) -> None:
+    with pytest.raises(RegistryError, match="no model version"):
+        bundle.load_latest(tmp_path)
+
+
+def test_truncated_model_is_refused_even_with_a_matching_hash(tiny_registry: Path, tmp_path: Path) -> None:
+    folder = copy_registry(tiny_registry, tmp_path / "r") / "1"
+    data = (folder / "classifier.keras").read_bytes()
+    (folder / "classifier.keras").write_bytes(data[: len(data) // 2])
+    with pytest.raises(BundleError, match="sha256 of classifier.keras"):
+        bundle.load(folder)
+    rehash(folder, "classifier.keras")
+    with pytest.raises(BundleError, match="cannot load model files"):
+        bundle.load(folder)
+
+
+def test_labels_that_do_not_fit_the_model_are_refused(tiny_registry: Path, tmp_path: Path) -> None:
+    folder = copy_registry(tiny_registry, tmp_path / "r") / "1"
+    rewrite_manifest(folder, labels=["a", "b", "c"])
+    with pytest.raises(BundleError, match="5 outputs but the manifest lists 3 labels"):
+        bundle.load(folder)
+    rewrite_manifest(folder, labels=["only-one"])
+    with pytest.raises(BundleError, match="at least two"):
+        bundle.load(folder)
+
+
+def test_centroids_of_the_wrong_shape_are_refused(tiny_registry: Path, tmp_path: Path) -> None:
+    folder = copy_registry(tiny_registry, tmp_path / "r") / "1"
+    np.save(folder / "centroids.npy", np.ones((5, 3), dtype=np.float32))
+    rehash(folder, "centroids.npy")
+    with pytest.raises(BundleError, match="centroids shape"):
+        bundle.load(folder)

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+
+from worker import batch, pipeline
+from worker.batch import RawRecord
+from worker.codec import Source, TextMessage
+from worker.config import load_settings
+
+TEXTS = [
+    "The central bank raised interest rates as inflation and company profits worried markets.",
+    "The striker scored twice as the team won the cup final in front of a record crowd.",
+    "The new smartphone chip makes software run faster and saves battery on mobile phones.",
+]
+
+
+def messages(texts: list[str]) -> list[TextMessage]:
+    return [TextMessage(f"m{i}", t, Source("texts.raw", 0, i)) for i, t in enumerate(texts)]
+
+
+def test_assign_clusters_uses_cosine_similarity() -> None:
+    centroids = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    ids, sims = pipeline.assign_clusters(np.array([[10.0, 1.0], [0.1, 3.0], [-1.0, -1.0]]), centroids)
+    assert ids.tolist() == [0, 1, 0]
+    assert sims[0] == pytest.approx(10 / np.sqrt(101))
+    assert sims[2] == pytest.approx(-1 / np.sqrt(2))
+
+
+def test_predict_gives_one_prediction_per_message(tiny_bundle) -> None:  # type: ignore[no-untyped-def]
+    preds = pipeline.predict(tiny_bundle, messages(TEXTS))
+    assert len(preds) == len(TEXTS)
+    for p in preds:
+        assert p.label in tiny_bundle.labels
+        assert set(p.scores) == set(tiny_bundle.labels)
+        assert sum(p.scores.values()) == pytest.approx(1.0, abs=1e-4)
+        assert p.confidence == max(p.scores.values())
+        assert 0 <= p.cluster_id < tiny_bundle.centroids.shape[0]
+        assert -1.0 <= p.cluster_similarity <= 1.0
+    assert pipeline.predict(tiny_bundle, []) == []
+
+
+def test_predict_is_deterministic_and_batch_independent(tiny_bundle) -> None:  # type: ignore[no-untyped-def]
+    together = pipeline.predict(tiny_bundle, messages(TEXTS))
+    alone = [pipeline.predict(tiny_bundle, messages([t]))[0] for t in TEXTS]
+    for a, b in zip(together, alone, strict=True):
+        assert a.label == b.label and a.cluster_id == b.cluster_id
+        assert a.confidence == pytest.approx(b.confidence, abs=1e-4)
+
+
+def test_batch_routes_labeled_records_and_dead_letters(tiny_bundle) -> None:  # type: ignore[no-untyped-def]
+    settings = load_settings(max_text_bytes=500)
+    records = [
+        RawRecord(orjson.dumps({"id": "n1", "text": TEXTS[0], "lang": "en"}), b"key-1", Source("texts.raw", 2, 5)),
+        RawRecord(TEXTS[1].encode(), None, Source("texts.raw", 1, 9)),
+        RawRecord(b"\xff\xfe", b"key-3", Source("texts.raw", 0, 1), headers=(("h", b"v"),)),
+        RawRecord(b"y" * 501, None, Source("texts.raw", 0, 2)),
+    ]
+    result = batch.process(tiny_bundle, settings, records)
+    assert result.labeled == 2
+    assert [r.reason for r in result.rejected] == ["invalid_utf8", "too_large"]
+    by_topic: dict[str, list[batch.Outgoing]] = {}
+    for o in result.outgoing:
+        by_topic.setdefault(o.topic, []).append(o)
+    labeled = by_topic.pop("texts.labeled")
+    dlq = by_topic.pop("texts.dlq")
+    assert [orjson.loads(o.value or b"")["id"] for o in labeled] == ["n1", "texts.raw-1-9"]
+    assert [o.key for o in labeled] == [b"key-1", None]
+    first = orjson.loads(labeled[0].value or b"")
+    assert first["lang"] == "en" and first["model_version"] == tiny_bundle.version
+    assert first["source"] == {"topic": "texts.raw", "partition": 2, "offset": 5}
+    # the routing copies are the same records, on the topic of their label
+    routed = [o for outs in by_topic.values() for o in outs]
+    assert sorted(o.value for o in routed) == sorted(o.value for o in labeled)  # type: ignore[type-var]
+    for o in routed:
+        assert o.topic == "texts.label." + orjson.loads(o.value or b"")["label"]
+    assert [(o.value, o.key) for o in dlq] == [(b"\xff\xfe", b"key-3"), (b"y" * 501, None)]
+    assert dict(dlq[0].headers or [])["error"] == b"invalid_utf8"
+    assert (dlq[0].headers or [])[0] == ("h", b"v")
+
+
+def test_output_topics_cover_every_label(tiny_bundle) -> None:  # type: ignore[no-untyped-def]
+    topics = batch.output_topics(load_settings(), tiny_bundle.labels)
+    assert topics[:2] == ["texts.labeled", "texts.dlq"]
+    assert {f"texts.label.{x}" for x in tiny_bundle.labels} == set(topics[2:])

@@ -1,0 +1,1 @@
+"""textstream training job: data loading, model builders, clustering, evaluation, publishing."""

@@ -1,0 +1,1 @@
+"""textstream worker: the streaming runtime (config, codec, bundle, registry, pipeline, Faust app)."""

@@ -1,0 +1,114 @@
+"""A loaded model version: classifier, encoder and centroids behind one compiled call.
+
+The hot path never calls `model.predict` (about 100 ms of fixed cost per call): both models run in
+one `tf.function` with a fixed input signature, traced once at load and warmed up before use.
+Models load in Keras safe mode, after every file hash matched the manifest; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from worker import registry
+from worker.errors import BundleError
+
+logger = logging.getLogger(__name__)
+
+# Max-pooling over a masked LSTM is exact (padded steps repeat the last state); Keras warns anyway.
+warnings.filterwarnings("ignore", message=".*does not support masking.*")
+
+CLASSIFIER = "classifier.keras"
+ENCODER = "encoder.keras"
+CENTROIDS = "centroids.npy"
+BUNDLE_FILES = (CLASSIFIER, ENCODER, CENTROIDS)
+
+InferFn = Callable[[Sequence[str]], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """One model version, ready to serve."""
+
+    version: int
+    labels: tuple[str, ...]
+    centroids: np.ndarray  # (n_clusters, embedding_dim), unit rows
+    infer: InferFn = field(repr=False)  # texts -> (class probabilities, embeddings)
+    manifest: dict[str, Any] = field(repr=False, default_factory=dict)
+    loaded_at: float = 0.0
+
+
+def compile_infer(classifier: Any, encoder: Any) -> InferFn:
+    """Wrap both models in one graph with a fixed signature: strings in, (probs, embeddings) out."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string)])
+    def graph(texts: Any) -> tuple[Any, Any]:
+        column = tf.expand_dims(texts, -1)  # the models take (batch, 1) strings
+        return classifier(column, training=False), encoder(column, training=False)
+
+    def infer(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        probs, embeddings = graph(tf.constant(list(texts), dtype=tf.string))
+        return probs.numpy(), embeddings.numpy()
+
+    return infer
+
+
+def load(folder: Path) -> Bundle:
+    """Verify and load one version folder; raise BundleError saying what is wrong."""
+    import keras
+
+    started = time.perf_counter()
+    manifest = registry.verify(folder)
+    missing = [name for name in BUNDLE_FILES if name not in manifest["files"]]
+    if missing:
+        raise BundleError(f"{folder}: manifest lacks {', '.join(missing)}")
+    labels = manifest.get("labels")
+    if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) and x for x in labels):
+        raise BundleError(f"{folder}: manifest 'labels' must list at least two non-empty strings")
+    try:
+        classifier = keras.saving.load_model(folder / CLASSIFIER, compile=False, safe_mode=True)
+        encoder = keras.saving.load_model(folder / ENCODER, compile=False, safe_mode=True)
+        centroids = np.load(folder / CENTROIDS, allow_pickle=False)
+    except Exception as exc:  # Keras raises many kinds for a corrupt file
+        raise BundleError(f"{folder}: cannot load model files: {exc}") from exc
+
+    n_out = classifier.output_shape[-1]
+    if n_out != len(labels):
+        raise BundleError(f"{folder}: classifier has {n_out} outputs but the manifest lists {len(labels)} labels")
+    dim = encoder.output_shape[-1]
+    if centroids.ndim != 2 or centroids.shape[1] != dim or centroids.shape[0] < 1:
+        raise BundleError(f"{folder}: centroids shape {centroids.shape} does not fit embedding dim {dim}")
+    if manifest.get("n_clusters") != centroids.shape[0] or manifest.get("embedding_dim") != dim:
+        raise BundleError(f"{folder}: n_clusters/embedding_dim in the manifest do not match the files")
+
+    infer = compile_infer(classifier, encoder)
+    probs, emb = infer(["warm-up text so the graph is traced before the first real batch"])
+    if probs.shape != (1, len(labels)) or emb.shape != (1, dim) or not np.all(np.isfinite(probs)):
+        raise BundleError(f"{folder}: warm-up produced shapes {probs.shape}/{emb.shape} or non-finite scores")
+    unit = centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    bundle = Bundle(
+        version=int(manifest["version"]),
+        labels=tuple(labels),
+        centroids=unit.astype(np.float32),
+        infer=infer,
+        manifest=manifest,
+        loaded_at=time.time(),
+    )
+    logger.info(
+        "loaded model version=%d labels=%s clusters=%d in %.2fs",
+        bundle.version, ",".join(bundle.labels), unit.shape[0], time.perf_counter() - started,
+    )
+    return bundle
+
+
+def load_latest(root: Path) -> Bundle:
+    """Load the highest published version of the registry at `root`."""
+    return load(root / str(registry.latest_version(root)))

@@ -1,0 +1,171 @@
+"""Client commands: send texts to the input topic, follow the output and dead-letter topics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaConnectionError
+
+from worker.topics import BrokerUnavailable
+
+logger = logging.getLogger(__name__)
+
+
+def key_of(line: bytes, key_field: str | None) -> bytes | None:
+    """The record key: the JSON object's `key_field` when it is a string, else none."""
+    if not key_field or not line.lstrip().startswith(b"{"):
+        return None
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    value = obj.get(key_field) if isinstance(obj, dict) else None
+    return value.encode() if isinstance(value, str) and value else None
+
+
+async def send_values(
+    bootstrap: str, topic: str, values: Iterable[bytes], *, key_field: str | None = "id",
+    max_request_size: int = 16 * 1024 * 1024,
+) -> int:
+    """Produce each value as one record (bytes unchanged); wait until Kafka acknowledged all."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                                max_request_size=max_request_size)
+    try:
+        await producer.start()
+    except KafkaConnectionError as exc:
+        await producer.stop()
+        raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+    count = 0
+    try:
+        pending = []
+        for value in values:
+            pending.append(await producer.send(topic, value, key=key_of(value, key_field)))
+            count += 1
+            if len(pending) >= 10_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return count
+
+
+def read_lines(stream: IO[bytes]) -> Iterable[bytes]:
+    """Records of a file or stdin: one per non-empty line, sent exactly as written."""
+    for line in stream:
+        line = line.rstrip(b"\r\n")
+        if line.strip():
+            yield line
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, str]
+    timestamp: float
+
+
+async def follow(
+    bootstrap: str, topics: Sequence[str], *, from_beginning: bool = True, idle_timeout: float | None = None,
+    max_records: int | None = None,
+) -> AsyncIterator[Record]:
+    """Yield records of `topics` (no consumer group, nothing committed) until `max_records` or
+    `idle_timeout` seconds without a record."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+    )
+    try:
+        await consumer.start()
+    except KafkaConnectionError as exc:
+        await consumer.stop()
+        raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+    try:
+        partitions = []
+        for topic in topics:
+            for p in sorted(await _partitions(consumer, topic)):
+                partitions.append(TopicPartition(topic, p))
+        consumer.assign(partitions)
+        if from_beginning:
+            await consumer.seek_to_beginning(*partitions)
+        else:
+            await consumer.seek_to_end(*partitions)
+        seen = 0
+        last = time.monotonic()
+        while max_records is None or seen < max_records:
+            batch = await consumer.getmany(timeout_ms=200)
+            if not batch:
+                if idle_timeout is not None and time.monotonic() - last > idle_timeout:
+                    return
+                continue
+            last = time.monotonic()
+            for tp_records in batch.values():
+                for r in tp_records:
+                    yield Record(r.topic, r.partition, r.offset, r.key, r.value,
+                                 {k: v.decode("utf-8", "replace") for k, v in (r.headers or ())},
+                                 r.timestamp / 1000)
+                    seen += 1
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    # Metadata for a topic that was just created may take a moment to appear.
+    for _ in range(50):
+        parts = consumer.partitions_for_topic(topic)
+        if parts:
+            return set(parts)
+        await consumer._client.force_metadata_update()
+        await asyncio.sleep(0.1)
+    raise BrokerUnavailable(f"topic {topic!r} does not exist on the broker")
+
+
+def snippet(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def render(record: Record, as_json: bool) -> str:
+    """One line per record: the raw JSON, or a readable summary."""
+    if as_json:
+        body: Any
+        try:
+            body = orjson.loads(record.value) if record.value is not None else None
+        except orjson.JSONDecodeError:
+            body = (record.value or b"").decode("utf-8", "replace")
+        return orjson.dumps({"topic": record.topic, "partition": record.partition, "offset": record.offset,
+                             "key": record.key.decode("utf-8", "replace") if record.key else None,
+                             "headers": record.headers, "value": body}).decode()
+    if "error" in record.headers:
+        raw = (record.value or b"").decode("utf-8", "replace")
+        return (f"{record.topic}[{record.partition}]@{record.offset} DEAD-LETTER reason={record.headers['error']} "
+                f"detail={snippet(record.headers.get('error_detail', ''), 60)!r} value={snippet(raw, 50)!r}")
+    try:
+        out = orjson.loads(record.value or b"")
+        return (f"{record.topic}[{record.partition}]@{record.offset} {out['label']:<14} conf={out['confidence']:.3f} "
+                f"cluster={out['cluster_id']:<3} v{out['model_version']} id={out['id']} {snippet(out['text'], 60)!r}")
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return f"{record.topic}[{record.partition}]@{record.offset} {snippet((record.value or b'').decode('utf-8', 'replace'), 100)!r}"
+
+
+async def tail(bootstrap: str, topics: Sequence[str], *, as_json: bool, from_beginning: bool,
+               idle_timeout: float | None, max_records: int | None, out: IO[str] = sys.stdout) -> int:
+    count = 0
+    async for record in follow(bootstrap, topics, from_beginning=from_beginning,
+                               idle_timeout=idle_timeout, max_records=max_records):
+        out.write(render(record, as_json) + "\n")
+        out.flush()
+        count += 1
+    return count

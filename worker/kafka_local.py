@@ -1,0 +1,295 @@
+"""A real single-node Apache Kafka (KRaft) broker for tests, CI and the local demo.
+
+No Docker runs on the dev and CI machines, so the broker is assembled from Maven Central jars
+(deploy/kafka/pom.xml) and run with Java 17; recipe: shared/design/kafka-local.md. Stdlib only,
+so the CLI and test fixtures can use it without importing faust.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from worker.errors import TextstreamError
+
+logger = logging.getLogger(__name__)
+
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+# Sized for a 2-core CI machine.
+_JVM_OPTS = ["-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+             "-Djava.awt.headless=true"]
+_PACKAGES = {"java": "openjdk-17-jre-headless", "mvn": "openjdk-17-jre-headless maven"}
+
+
+class KafkaLocalError(TextstreamError):
+    """The local broker could not be assembled, started or stopped; the message says why."""
+
+
+def _default_home() -> Path:
+    return Path(os.environ.get("TEXTSTREAM_KAFKA_HOME") or _REPO_ROOT / "deploy" / "kafka")
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    home: Path = field(default_factory=_default_home)
+    # None means home/"run"; filled in by __post_init__, so it is always a Path afterwards.
+    run_dir: Path = None  # type: ignore[assignment]
+    host: str = "127.0.0.1"
+    port: int = 9092
+    controller_port: int = 9093
+
+    # Derived paths (absolute: log.dirs must be, and the JVM runs with another cwd).
+    libs: Path = field(init=False, repr=False)
+    data_dir: Path = field(init=False, repr=False)
+    logs_dir: Path = field(init=False, repr=False)
+    properties_file: Path = field(init=False, repr=False)
+    pid_file: Path = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.port == self.controller_port:
+            raise KafkaLocalError(f"broker and controller port are both {self.port}")
+        home = Path(self.home).expanduser().resolve()
+        run = Path(self.run_dir).expanduser().resolve() if self.run_dir else home / "run"
+        paths = {"home": home, "run_dir": run, "libs": home / "libs", "data_dir": run / "data",
+                 "logs_dir": run / "logs", "properties_file": run / "server.properties",
+                 "pid_file": run / "broker.pid"}
+        for name, value in paths.items():
+            object.__setattr__(self, name, value)
+
+
+def _env_port(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise KafkaLocalError(f"{name}={raw!r} is not a port number") from None
+    if not 0 < value < 65536:
+        raise KafkaLocalError(f"{name}={value} is outside 1..65535")
+    return value
+
+
+def config_from_env() -> BrokerConfig:
+    run_dir = os.environ.get("TEXTSTREAM_KAFKA_RUN_DIR")
+    return BrokerConfig(
+        run_dir=Path(run_dir) if run_dir else None,  # type: ignore[arg-type]
+        port=_env_port("TEXTSTREAM_KAFKA_PORT", 9092),
+        controller_port=_env_port("TEXTSTREAM_KAFKA_CONTROLLER_PORT", 9093),
+    )
+
+
+def bootstrap(cfg: BrokerConfig) -> str:
+    return f"{cfg.host}:{cfg.port}"
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        hint = f"install it, e.g. `apt-get install {_PACKAGES[name]}`" if name in _PACKAGES else ""
+        raise KafkaLocalError(f"`{name}` is not on PATH; {hint}".rstrip("; "))
+    return path
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"({path} not found)"
+    return f"--- {path} (last {lines} lines) ---\n" + "\n".join(text[-lines:])
+
+
+def assemble(cfg: BrokerConfig) -> Path:
+    """Make sure home/libs holds the jars of the pom; rebuild them when the pom changed."""
+    require_tool("java")
+    pom = cfg.home / "pom.xml"
+    if not pom.is_file():
+        raise KafkaLocalError(f"{pom} not found (TEXTSTREAM_KAFKA_HOME={cfg.home})")
+    digest = hashlib.sha256(pom.read_bytes()).hexdigest()
+    stamp = cfg.libs / ".pom.sha256"
+    if stamp.is_file() and stamp.read_text().strip() == digest:
+        return cfg.libs
+    mvn = require_tool("mvn")
+    # Two Kafka versions on one classpath break the broker, so never copy over old jars.
+    shutil.rmtree(cfg.libs, ignore_errors=True)
+    cmd = [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
+           "-DincludeScope=runtime", f"-DoutputDirectory={cfg.libs}"]
+    logger.info("assembling Kafka jars into %s", cfg.libs)
+    proc = subprocess.run(cmd, cwd=cfg.home, capture_output=True, text=True)
+    if proc.returncode != 0:
+        shutil.rmtree(cfg.libs, ignore_errors=True)
+        # Maven 3.8 emits ANSI resets even with -B; keep the message readable.
+        output = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)
+        tail = "\n".join(output.splitlines()[-30:])
+        raise KafkaLocalError(f"mvn failed (exit {proc.returncode}) assembling {cfg.libs}:\n{tail}")
+    stamp.write_text(digest + "\n")
+    return cfg.libs
+
+
+def render_properties(cfg: BrokerConfig) -> str:
+    template = string.Template((cfg.home / "server.properties.template").read_text())
+    return template.substitute(host=cfg.host, port=cfg.port, controller_port=cfg.controller_port,
+                               log_dirs=cfg.data_dir)
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def check_ports_free(cfg: BrokerConfig) -> None:
+    ports = ((cfg.port, "TEXTSTREAM_KAFKA_PORT"),
+             (cfg.controller_port, "TEXTSTREAM_KAFKA_CONTROLLER_PORT"))
+    for port, var in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # SO_REUSEADDR as the JVM does, so TIME_WAIT left by a stopped broker is not "in use".
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((cfg.host, port))
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise KafkaLocalError(f"cannot bind {cfg.host}:{port}: {exc}") from None
+                raise KafkaLocalError(f"port {port} on {cfg.host} is already in use "
+                                      f"(another Kafka? set {var} to use another port)") from None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        # Reap it if it is our own exited child; otherwise the zombie would look alive.
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        pass
+    return True
+
+
+def _running_pid(cfg: BrokerConfig) -> int | None:
+    """The pid in the pid file if that process is alive and is this run_dir's broker."""
+    try:
+        pid = int(cfg.pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if not _alive(pid):
+        return None
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    # A recycled pid must never be mistaken for the broker (stop() would kill it).
+    if cmdline.exists() and str(cfg.properties_file).encode() not in cmdline.read_bytes():
+        return None
+    return pid
+
+
+def _java(cfg: BrokerConfig, *args: str) -> str:
+    proc = subprocess.run([require_tool("java"), "-cp", f"{cfg.libs}/*", *args],
+                          capture_output=True, text=True, cwd=cfg.run_dir)
+    if proc.returncode != 0:
+        raise KafkaLocalError(f"`java {' '.join(args)}` failed (exit {proc.returncode}):\n"
+                              f"{proc.stdout}{proc.stderr}".rstrip())
+    return proc.stdout.strip()
+
+
+def _format(cfg: BrokerConfig) -> None:
+    shutil.rmtree(cfg.data_dir, ignore_errors=True)
+    cfg.properties_file.write_text(render_properties(cfg))
+    cluster_id = _java(cfg, "kafka.tools.StorageTool", "random-uuid")
+    _java(cfg, "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id,
+          "-c", str(cfg.properties_file))
+    logger.info("formatted %s (cluster id %s)", cfg.data_dir, cluster_id)
+
+
+def _wait_ready(cfg: BrokerConfig, pid: int, timeout: float) -> None:
+    # In Kafka 4.x the PLAINTEXT port opens only once the broker is caught up and unfenced.
+    deadline = time.monotonic() + timeout
+    while not _port_open(cfg.host, cfg.port):
+        if not _alive(pid):
+            cfg.pid_file.unlink(missing_ok=True)
+            logs = f"{_tail(cfg.logs_dir / 'console.log')}\n{_tail(cfg.logs_dir / 'server.log')}"
+            raise KafkaLocalError(f"Kafka broker (pid {pid}) exited during start-up:\n{logs}")
+        if time.monotonic() > deadline:
+            stop(cfg)
+            raise KafkaLocalError(f"Kafka broker not ready on {bootstrap(cfg)} after "
+                                  f"{timeout:.0f} s:\n{_tail(cfg.logs_dir / 'server.log')}")
+        time.sleep(0.2)
+
+
+def start(cfg: BrokerConfig, fresh: bool = False, timeout: float = 90) -> int:
+    """Start the broker (or reuse the one running from run_dir); return its pid once ready."""
+    pid = _running_pid(cfg)
+    if pid is not None and not fresh:
+        _wait_ready(cfg, pid, timeout)
+        return pid
+    if pid is not None:
+        stop(cfg)
+    assemble(cfg)
+    check_ports_free(cfg)
+    cfg.logs_dir.mkdir(parents=True, exist_ok=True)
+    if fresh or not (cfg.data_dir / "meta.properties").is_file():
+        _format(cfg)
+    elif cfg.properties_file.read_text() != render_properties(cfg):
+        # The formatted quorum remembers the controller endpoint; changed ports need a new format.
+        raise KafkaLocalError(f"broker settings changed since {cfg.data_dir} was formatted; "
+                              "start with fresh=True to wipe it")
+    cmd = [require_tool("java"), *_JVM_OPTS,
+           f"-Dlog4j2.configurationFile={cfg.home / 'log4j2.properties'}",
+           f"-Dkafka.logs.dir={cfg.logs_dir}",
+           "-cp", f"{cfg.libs}/*", "kafka.Kafka", str(cfg.properties_file)]
+    started = time.monotonic()
+    with open(cfg.logs_dir / "console.log", "ab") as console:
+        # Own session: Ctrl-C in the terminal that started it must not kill the broker.
+        proc = subprocess.Popen(cmd, cwd=cfg.run_dir, stdin=subprocess.DEVNULL, stdout=console,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    cfg.pid_file.write_text(f"{proc.pid}\n")
+    _wait_ready(cfg, proc.pid, timeout)
+    # The broker outlives this handle by design; mark it done so Popen's __del__ does not warn.
+    proc.returncode = 0
+    logger.info("Kafka broker pid %d ready on %s in %.1f s",
+                proc.pid, bootstrap(cfg), time.monotonic() - started)
+    return proc.pid
+
+
+def stop(cfg: BrokerConfig, timeout: float = 30) -> bool:
+    """SIGTERM (controlled shutdown), SIGKILL after timeout; False if nothing was running."""
+    pid = _running_pid(cfg)
+    if pid is None:
+        cfg.pid_file.unlink(missing_ok=True)
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(pid):
+        logger.warning("Kafka broker pid %d ignored SIGTERM for %.0f s; killing it", pid, timeout)
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    cfg.pid_file.unlink(missing_ok=True)
+    logger.info("Kafka broker pid %d stopped", pid)
+    return True
+
+
+def status(cfg: BrokerConfig) -> dict[str, Any]:
+    pid = _running_pid(cfg)
+    return {"running": pid is not None, "ready": pid is not None and _port_open(cfg.host, cfg.port),
+            "pid": pid, "bootstrap": bootstrap(cfg), "data_dir": str(cfg.data_dir),
+            "log_file": str(cfg.logs_dir / "server.log")}

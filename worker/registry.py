@@ -1,0 +1,150 @@
+"""The model registry: integer version folders, each one composite artefact with a manifest.
+
+Layout (TF Serving's contract plus a manifest):
+    <root>/3/manifest.json, classifier.keras, encoder.keras, centroids.npy
+    <root>/.staging-<uuid>/   being written; never loaded (not an integer name)
+
+A version appears atomically: it is written and fsync'd under a staging name, then renamed to the
+next integer (rename is atomic on one filesystem, and fails if the name is already taken, so two
+trainers publishing at once get different numbers).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from worker.errors import BundleError, RegistryError
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+FORMAT = 1
+STAGING_PREFIX = ".staging-"
+
+
+def versions(root: Path) -> list[int]:
+    """Published versions, ascending. Non-numeric entries (staging, notes) are ignored."""
+    if not root.is_dir():
+        return []
+    found = []
+    for entry in root.iterdir():
+        if entry.name.isdigit() and entry.is_dir() and (entry / MANIFEST).is_file():
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def latest_version(root: Path) -> int:
+    """The version a worker should serve: the highest one."""
+    found = versions(root)
+    if not found:
+        raise RegistryError(
+            f"no model version in {root.resolve()}: train one with "
+            f"`textstream train --data FILE --model-dir {root}`"
+        )
+    return found[-1]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _payload_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    target = folder / MANIFEST
+    target.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+    _fsync(target)
+
+
+def publish(root: Path, build: Callable[[Path], dict[str, Any]]) -> int:
+    """Write a new version with `build(staging_dir) -> manifest fields` and make it visible atomically.
+
+    Returns the published version number. If `build` fails, nothing becomes visible.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    staging = root / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+    staging.mkdir()
+    try:
+        fields = build(staging)
+        files = {str(p.relative_to(staging)): sha256_file(p) for p in _payload_files(staging)}
+        for path in _payload_files(staging):
+            _fsync(path)
+        version = (versions(root) or [0])[-1] + 1
+        while True:
+            manifest = {
+                "format": FORMAT,
+                "version": version,
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                **fields,
+                "files": files,
+            }
+            _write_manifest(staging, manifest)
+            _fsync(staging)
+            try:
+                staging.rename(root / str(version))
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                version += 1  # another publisher took this number first
+                continue
+            _fsync(root)
+            logger.info("published version=%d path=%s", version, root / str(version))
+            return version
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    try:
+        manifest: dict[str, Any] = orjson.loads((folder / MANIFEST).read_bytes())
+    except FileNotFoundError:
+        raise BundleError(f"{folder}: no {MANIFEST}") from None
+    except orjson.JSONDecodeError as exc:
+        raise BundleError(f"{folder}/{MANIFEST}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"{folder}/{MANIFEST}: unknown manifest format {manifest.get('format')!r}")
+    return manifest
+
+
+def verify(folder: Path) -> dict[str, Any]:
+    """Check every file hash in the manifest and that the version matches the folder name."""
+    manifest = read_manifest(folder)
+    if str(manifest.get("version")) != folder.name:
+        raise BundleError(f"{folder}: manifest says version {manifest.get('version')!r}")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise BundleError(f"{folder}/{MANIFEST}: lists no files")
+    for name, expected in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise BundleError(f"{folder}: {name} is missing")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise BundleError(f"{folder}: sha256 of {name} is {actual[:12]}…, manifest says {expected[:12]}…")
+    return manifest
