@@ -20,8 +20,9 @@ from pathlib import Path
 
 import orjson
 
-from worker import client, config, kafka_local, registry
+from worker import client, config, kafka_local, registry, topics
 from worker.client import Record, snippet
+from worker.topics import label_topic
 
 logger = logging.getLogger(__name__)
 
@@ -104,20 +105,18 @@ async def collect(bootstrap: str, topics: list[str], expected: int, worker: subp
     return records
 
 
-def print_tables(labeled: list[Record], dead: list[Record], out: object = sys.stdout) -> None:
+def print_tables(labeled: list[Record], dead: list[Record], label_prefix: str, out: object = sys.stdout) -> None:
     def emit(line: str = "") -> None:
         print(line, file=out)  # type: ignore[call-overload]
 
-    emit(f"\n{len(labeled)} labelled records (texts.labeled, and each on texts.label.<label>):")
+    emit(f"\n{len(labeled)} labelled records (each also on its label's topic):")
     emit(f"  {'id':<12} {'expected':<13} {'label':<13} {'conf':>5} {'cluster':>7}  {'routed to':<22} text")
     for rec in labeled:
         out_rec = orjson.loads(rec.value or b"{}")
-        from worker.topics import label_topic
-
         emit(f"  {out_rec['id']:<12} {out_rec.get('expected', ''):<13} {out_rec['label']:<13} "
              f"{out_rec['confidence']:>5.2f} {out_rec['cluster_id']:>7}  "
-             f"{label_topic('texts.label.', out_rec['label']):<22} {snippet(out_rec['text'], 50)}")
-    emit(f"\n{len(dead)} dead-lettered records (texts.dlq, original bytes kept):")
+             f"{label_topic(label_prefix, out_rec['label']):<22} {snippet(out_rec['text'], 50)}")
+    emit(f"\n{len(dead)} dead-lettered records (original bytes kept, reason in the headers):")
     emit(f"  {'reason':<16} {'bytes':>7}  {'detail':<45} original value")
     for rec in dead:
         raw = rec.value or b""
@@ -143,12 +142,13 @@ def run_demo(model_dir: Path, data_dir: Path) -> int:
         good = sample_texts(data_dir)
         bad = malformed_records()
         values = good + [raw for _, raw in bad]
+        asyncio.run(topics.ensure_topics(bootstrap, [settings.input_topic], settings.topic_partitions))
         sent = asyncio.run(client.send_values(bootstrap, settings.input_topic, values))
         logger.info("sent %d records (%d texts, %d malformed) to %s", sent, len(good), len(bad), settings.input_topic)
         records = asyncio.run(collect(bootstrap, [settings.output_topic, settings.dlq_topic], len(values), worker, 180))
         labeled = [r for r in records if r.topic == settings.output_topic]
         dead = [r for r in records if r.topic == settings.dlq_topic]
-        print_tables(labeled, dead)
+        print_tables(labeled, dead, settings.label_topic_prefix)
         ok = len(labeled) == len(good) and len(dead) == len(bad)
         print(f"\nmodel version {version}; {len(labeled)}/{len(good)} labelled, {len(dead)}/{len(bad)} dead-lettered; "
               f"demo took {time.perf_counter() - started:.0f}s. Worker log: {demo_cfg.run_dir / 'worker.log'}")

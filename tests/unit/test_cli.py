@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from training.cli import main
+from worker.config import describe
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_help_lists_commands_and_every_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for command in ["worker", "kafka", "send", "tail", "train", "demo"]:
+        assert command in out
+    for name, _, _ in describe():
+        assert name in out
+
+
+def test_worker_fails_fast_on_an_empty_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("TEXTSTREAM_MODEL_DIR", str(tmp_path))
+    assert main(["worker"]) == 2
+    err = capsys.readouterr().err
+    assert "no model version in" in err and "textstream train" in err
+
+
+def test_worker_fails_fast_on_bad_config(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("TEXTSTREAM_BATCH_MAX_WAIT", "soon")
+    assert main(["worker"]) == 2
+    assert "TEXTSTREAM_BATCH_MAX_WAIT='soon'" in capsys.readouterr().err
+
+
+def test_train_reports_bad_data_clearly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "one-class.jsonl"
+    data.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": "x"}\n')
+    assert main(["train", "--data", str(data), "--model-dir", str(tmp_path / "m")]) == 2
+    assert "at least two classes" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
+
+
+def test_readme_documents_every_variable() -> None:
+    text = README.read_text(encoding="utf-8")
+    documented = set(re.findall(r"`(TEXTSTREAM_[A-Z_]+)`", text))
+    assert {name for name, _, _ in describe()} <= documented
