@@ -59,6 +59,9 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
         # started are labelled too.
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # Client-side cap only (the broker's message.max.bytes decides): room for a dead-lettered
+        # input of the largest accepted size plus its headers.
+        producer_max_request_size=max(settings.max_text_bytes, settings.max_output_bytes) + 65_536,
         web_port=settings.web_port,
         web_bind=settings.web_host,
         web_in_thread=False,

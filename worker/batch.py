@@ -51,25 +51,35 @@ class BatchResult:
 def process(bundle: Bundle, settings: Settings, records: Sequence[RawRecord]) -> BatchResult:
     """Decode, label and route every record; each input yields output on texts.labeled or texts.dlq."""
     received_at = time.time()
-    messages: list[TextMessage] = []
+    valid: list[tuple[RawRecord, TextMessage]] = []
     rejected: list[Rejected] = []
     for rec in records:
         decoded = codec.decode(
             rec.value, rec.source, max_bytes=settings.max_text_bytes, key=rec.key,
             received_at=received_at, timestamp=rec.timestamp, headers=rec.headers,
         )
-        (messages if isinstance(decoded, TextMessage) else rejected).append(decoded)  # type: ignore[arg-type]
+        if isinstance(decoded, TextMessage):
+            valid.append((rec, decoded))
+        else:
+            rejected.append(decoded)
 
-    predictions = pipeline.predict(bundle, messages)
+    predictions = pipeline.predict(bundle, [msg for _, msg in valid])
     processed_at = time.time()
     outgoing: list[Outgoing] = []
-    for msg, pred in zip(messages, predictions, strict=True):
+    labeled = 0
+    for (rec, msg), pred in zip(valid, predictions, strict=True):
         value = codec.encode_result(msg, pred, bundle.version, processed_at)
+        if len(value) > settings.max_output_bytes:
+            # JSON escaping can make the output several times larger than the input.
+            rejected.append(Rejected("output_too_large", f"output record {len(value)} bytes > limit "
+                                     f"{settings.max_output_bytes}", rec.value, rec.source, rec.key, rec.headers))
+            continue
+        labeled += 1
         outgoing.append(Outgoing(settings.output_topic, msg.key, value))
         outgoing.append(Outgoing(label_topic(settings.label_topic_prefix, pred.label), msg.key, value))
     for rej in rejected:
         outgoing.append(Outgoing(settings.dlq_topic, rej.key, rej.value, codec.dlq_headers(rej)))
-    return BatchResult(outgoing, len(messages), rejected, bundle.version)
+    return BatchResult(outgoing, labeled, rejected, bundle.version)
 
 
 def output_topics(settings: Settings, labels: Sequence[str]) -> list[str]:

@@ -21,6 +21,7 @@ Reason = Literal[
     "text_not_string",
     "invalid_id",
     "empty_text",
+    "output_too_large",
 ]
 REASONS: tuple[Reason, ...] = Reason.__args__  # type: ignore[attr-defined]
 

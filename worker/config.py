@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     batch_size: int = Field(256, ge=1, le=100_000, description="max records per model batch")
     batch_max_wait: float = Field(0.05, gt=0, le=60, description="seconds to wait for a batch to fill")
     max_text_bytes: int = Field(1_048_576, ge=1, description="larger record values are dead-lettered")
+    # Kafka's default message.max.bytes is 1,048,588; an output record over this limit would be
+    # refused by the broker and crash-loop the worker, so it is dead-lettered instead.
+    max_output_bytes: int = Field(1_000_000, ge=1024, description="larger output records are dead-lettered")
     web_port: int = Field(6066, ge=1, le=65535, description="HTTP port of the worker (Faust web)")
     web_host: str = Field("0.0.0.0", description="interface the HTTP port binds to")
     log_level: LogLevel = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")

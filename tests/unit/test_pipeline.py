@@ -84,3 +84,14 @@ def test_output_topics_cover_every_label(tiny_bundle) -> None:  # type: ignore[n
     topics = batch.output_topics(load_settings(), tiny_bundle.labels)
     assert topics[:2] == ["texts.labeled", "texts.dlq"]
     assert {f"texts.label.{x}" for x in tiny_bundle.labels} == set(topics[2:])
+
+
+def test_an_output_over_the_limit_is_dead_lettered_with_the_input_bytes(tiny_bundle) -> None:  # type: ignore[no-untyped-def]
+    settings = load_settings(max_text_bytes=100_000, max_output_bytes=20_000)
+    nul_text = orjson.dumps({"id": "nul", "text": "a" + "\x00" * 5_000})  # each NUL is 6 bytes in JSON
+    records = [RawRecord(nul_text, b"k", Source("texts.raw", 0, 1)),
+               RawRecord(b"short text", None, Source("texts.raw", 0, 2))]
+    result = batch.process(tiny_bundle, settings, records)
+    assert result.labeled == 1
+    assert [(r.reason, r.value, r.key) for r in result.rejected] == [("output_too_large", nul_text, b"k")]
+    assert sum(o.topic == "texts.dlq" for o in result.outgoing) == 1
