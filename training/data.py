@@ -31,8 +31,8 @@ class Dataset:
 
 def _open_text(path: Path) -> io.TextIOBase:
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")  # type: ignore[return-value]
-    return path.open("r", encoding="utf-8", newline="")  # type: ignore[return-value]
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return path.open("r", encoding="utf-8", newline="")
 
 
 def _rows(path: Path, text_field: str, label_field: str) -> Iterator[tuple[int, object, object]]:

@@ -91,7 +91,7 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
                      len(records), result.labeled, len(result.rejected), result.model_version)
 
     @app.agent(source, name="label-texts")
-    async def label_texts(stream: faust.StreamT[Any]) -> None:
+    async def label_texts(stream: Any) -> None:  # a faust.Stream; StreamT lacks noack_take
         async for events in stream.noack_take(settings.batch_size, within=settings.batch_max_wait):
             try:
                 await handle(list(events))

@@ -49,7 +49,7 @@ def compile_infer(classifier: Any, encoder: Any) -> InferFn:
     """Wrap both models in one graph with a fixed signature: strings in, (probs, embeddings) out."""
     import tensorflow as tf
 
-    @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string)])
+    @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string)])  # type: ignore[untyped-decorator]
     def graph(texts: Any) -> tuple[Any, Any]:
         column = tf.expand_dims(texts, -1)  # the models take (batch, 1) strings
         return classifier(column, training=False), encoder(column, training=False)
