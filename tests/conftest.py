@@ -22,4 +22,4 @@ def tiny_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_bundle(tiny_registry: Path):  # type: ignore[no-untyped-def]
     from worker import bundle
 
-    return bundle.load_latest(tiny_registry)
+    return bundle.load_serving(tiny_registry)

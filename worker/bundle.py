@@ -109,6 +109,6 @@ def load(folder: Path) -> Bundle:
     return bundle
 
 
-def load_latest(root: Path) -> Bundle:
-    """Load the highest published version of the registry at `root`."""
-    return load(root / str(registry.latest_version(root)))
+def load_serving(root: Path) -> Bundle:
+    """Load the version the registry says to serve (pinned, else highest)."""
+    return load(root / str(registry.serving_version(root)))

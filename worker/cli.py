@@ -31,7 +31,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     logs.setup(settings.log_level)
     from worker import app, batch, bundle, topics
 
-    served = bundle.load_latest(settings.model_dir)
+    served = bundle.load_serving(settings.model_dir)
     created = asyncio.run(topics.ensure_topics(
         settings.bootstrap_servers, [settings.input_topic, *batch.output_topics(settings, served.labels)],
         settings.topic_partitions,

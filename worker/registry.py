@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 FORMAT = 1
 STAGING_PREFIX = ".staging-"
+PIN_FILE = "PINNED"  # holds one version number; overrides "highest version wins"
 
 
 def versions(root: Path) -> list[int]:
@@ -53,6 +54,50 @@ def latest_version(root: Path) -> int:
             f"`textstream train --data FILE --model-dir {root}`"
         )
     return found[-1]
+
+
+def pinned(root: Path) -> int | None:
+    """The pinned version, or None when nothing is pinned."""
+    try:
+        text = (root / PIN_FILE).read_text().strip()
+    except FileNotFoundError:
+        return None
+    if not text.isdigit():
+        raise RegistryError(f"{root / PIN_FILE} must hold a version number, holds {text[:40]!r}")
+    return int(text)
+
+
+def serving_version(root: Path) -> int:
+    """The version workers should serve: the pinned one if any, else the highest."""
+    pin_ = pinned(root)
+    if pin_ is None:
+        return latest_version(root)
+    if pin_ not in versions(root):
+        raise RegistryError(f"{root} is pinned to version {pin_}, which does not exist")
+    return pin_
+
+
+def pin(root: Path, version: int) -> None:
+    """Pin workers to `version` (atomically: write a temporary file, then rename it)."""
+    if version not in versions(root):
+        raise RegistryError(f"cannot pin {root} to version {version}: it does not exist (have {versions(root)})")
+    tmp = root / f".{PIN_FILE}.{uuid.uuid4().hex}"
+    tmp.write_text(f"{version}\n")
+    _fsync(tmp)
+    tmp.rename(root / PIN_FILE)
+    _fsync(root)
+    logger.info("pinned %s to version %d", root, version)
+
+
+def unpin(root: Path) -> bool:
+    """Remove the pin; returns False if there was none."""
+    try:
+        (root / PIN_FILE).unlink()
+    except FileNotFoundError:
+        return False
+    _fsync(root)
+    logger.info("unpinned %s", root)
+    return True
 
 
 def sha256_file(path: Path) -> str:

@@ -28,7 +28,7 @@ def test_loads_the_highest_version_with_its_manifest(tiny_registry: Path, tmp_pa
     reg = copy_registry(tiny_registry, tmp_path / "r")
     shutil.copytree(reg / "1", reg / "2")
     rewrite_manifest(reg / "2", version=2)
-    b = bundle.load_latest(reg)
+    b = bundle.load_serving(reg)
     assert b.version == 2
     assert list(b.labels) == sorted(b.labels) and len(b.labels) == 5
     probs, emb = b.infer(["a test sentence", "another one"])
@@ -38,7 +38,7 @@ def test_loads_the_highest_version_with_its_manifest(tiny_registry: Path, tmp_pa
 
 def test_empty_registry_fails_fast(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="no model version"):
-        bundle.load_latest(tmp_path)
+        bundle.load_serving(tmp_path)
 
 
 def test_truncated_model_is_refused_even_with_a_matching_hash(tiny_registry: Path, tmp_path: Path) -> None:

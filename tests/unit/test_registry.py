@@ -101,3 +101,27 @@ def test_concurrent_publishers_get_distinct_versions(tmp_path: Path) -> None:
     assert sorted(results) == [1, 2, 3, 4, 5, 6]
     for v in results:
         registry.verify(tmp_path / str(v))
+
+
+def test_pin_overrides_highest_and_unpin_restores_it(tmp_path: Path) -> None:
+    for _ in range(3):
+        registry.publish(tmp_path, write_files())
+    assert registry.pinned(tmp_path) is None and registry.serving_version(tmp_path) == 3
+    registry.pin(tmp_path, 1)
+    assert registry.pinned(tmp_path) == 1 and registry.serving_version(tmp_path) == 1
+    assert registry.versions(tmp_path) == [1, 2, 3]  # the pin file is not a version
+    assert registry.unpin(tmp_path) is True
+    assert registry.serving_version(tmp_path) == 3
+    assert registry.unpin(tmp_path) is False
+
+
+def test_pin_to_a_missing_version_is_refused(tmp_path: Path) -> None:
+    registry.publish(tmp_path, write_files())
+    with pytest.raises(RegistryError, match="does not exist"):
+        registry.pin(tmp_path, 5)
+    (tmp_path / registry.PIN_FILE).write_text("5\n")  # e.g. its folder was deleted afterwards
+    with pytest.raises(RegistryError, match="pinned to version 5, which does not exist"):
+        registry.serving_version(tmp_path)
+    (tmp_path / registry.PIN_FILE).write_text("latest\n")
+    with pytest.raises(RegistryError, match="must hold a version number"):
+        registry.pinned(tmp_path)

@@ -1,0 +1,43 @@
+"""Every Prometheus metric the worker exports: one module, base units, `textstream_` prefix.
+
+Served at /metrics on the worker's web port, beside Faust's own transport metrics (`faust_*`).
+Histogram buckets are in seconds (faust's sensor documents the ms-vs-seconds bucket trap).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+_UNIT_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+
+MESSAGES = Counter(
+    "textstream_messages_total",
+    "Input records by outcome (labeled, dead_lettered) and dead-letter reason ('' when labeled).",
+    ["outcome", "reason"],
+)
+BATCH_SIZE = Histogram("textstream_batch_size", "Records per micro-batch.", buckets=_BATCH_BUCKETS)
+INFERENCE_SECONDS = Histogram(
+    "textstream_inference_seconds", "Model time per micro-batch (decode, classify, embed, route).",
+    buckets=_LATENCY_BUCKETS,
+)
+END_TO_END_SECONDS = Histogram(
+    "textstream_end_to_end_seconds", "Input record timestamp to outputs acknowledged by Kafka.",
+    buckets=_LATENCY_BUCKETS,
+)
+IN_FLIGHT = Gauge("textstream_in_flight", "Records taken from Kafka whose outputs are not yet acknowledged.")
+MODEL_VERSION = Gauge("textstream_model_version", "Model version being served (0 before the first load).")
+MODEL_LOADED_AT = Gauge("textstream_model_loaded_timestamp_seconds", "Unix time the served version was loaded.")
+MODEL_LOAD_SECONDS = Gauge("textstream_model_load_seconds", "Seconds the served version took to verify, load and warm up.")
+RELOADS = Counter("textstream_model_reloads_total", "Model load attempts by result (success, failure).", ["result"])
+PREDICTIONS = Counter("textstream_predictions_total", "Labelled records by predicted label.", ["label"])
+CONFIDENCE = Histogram("textstream_confidence", "Confidence of the predicted label.", buckets=_UNIT_BUCKETS)
+CLUSTERS = Counter("textstream_cluster_assignments_total", "Labelled records by assigned cluster.", ["cluster"])
+NOVEL = Counter(
+    "textstream_novel_texts_total",
+    "Labelled records whose cosine similarity to their cluster centroid is below TEXTSTREAM_NOVELTY_THRESHOLD.",
+)
+CONSUMER_LAG = Gauge(
+    "textstream_consumer_lag", "Records not yet committed: end offset minus committed offset.", ["topic", "partition"],
+)
