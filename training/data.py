@@ -1,4 +1,12 @@
-"""Labelled training data: JSON Lines or CSV (optionally gzip'd) with a text and a label per row."""
+"""Labelled training data: JSON Lines, CSV (either optionally gzip'd) or a directory of per-class text files.
+
+Directory layout (the label is the name):
+    DIR/<label>/*.txt   one text per file (e.g. the BBC News archive as distributed)
+    DIR/<label>.txt     one text per non-empty line
+
+Rows without a usable text or label are reported with their line numbers, then skipped or, with
+`bad_rows="fail"`, refused. An empty file, a missing label column and a single class are errors.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +16,20 @@ import io
 import logging
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import orjson
 
+from training.config import BadRows
 from worker.errors import DataError
 
 logger = logging.getLogger(__name__)
+
+JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
+CSV_SUFFIXES = (".csv", ".tsv")
+Row = tuple[str, object, object]  # (where: "line 3" or a file name, text, label)
 
 
 @dataclass(frozen=True)
@@ -24,68 +38,159 @@ class Dataset:
     labels: list[str]
     sources: tuple[str, ...]
     skipped: int = 0
+    bad_rows: dict[str, list[str]] = field(default_factory=dict)  # source → where its skipped rows are
 
     def counts(self) -> dict[str, int]:
         return dict(sorted(Counter(self.labels).items()))
 
 
-def _open_text(path: Path) -> io.TextIOBase:
+def _kind(path: Path) -> str:
+    if path.is_dir():
+        return "dir"
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith(JSON_SUFFIXES):
+        return "jsonl"
+    if name.endswith(CSV_SUFFIXES):
+        return "csv"
+    raise DataError(f"{path}: unknown format; use .jsonl or .csv (optionally .gz), or a directory of per-class text files")
+
+
+def _open_bytes(path: Path) -> BinaryIO:
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return path.open("r", encoding="utf-8", newline="")
+        return cast(BinaryIO, gzip.open(path, "rb"))
+    return path.open("rb")
 
 
-def _rows(path: Path, text_field: str, label_field: str) -> Iterator[tuple[int, object, object]]:
-    """(line number, text, label) for each row; missing fields come back as None."""
-    name = path.name.removesuffix(".gz")
-    with _open_text(path) as fh:
-        if name.endswith(".csv"):
-            reader = csv.DictReader(fh)
-            if reader.fieldnames is None or text_field not in reader.fieldnames or label_field not in reader.fieldnames:
-                raise DataError(f"{path}: CSV header must have '{text_field}' and '{label_field}' columns, has {reader.fieldnames}")
-            for row in reader:
-                yield reader.line_num, row.get(text_field), row.get(label_field)
-        elif name.endswith((".jsonl", ".json", ".ndjson")):
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
+def _has_surrogates(value: object) -> bool:
+    """True when a field came from bytes that are not UTF-8 (decoded with surrogateescape)."""
+    return isinstance(value, str) and any("\udc80" <= ch <= "\udcff" for ch in value)
+
+
+def _jsonl_rows(path: Path, text_field: str, label_field: str) -> Iterator[Row]:
+    seen_label = seen_text = False
+    objects = 0
+    with _open_bytes(path) as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = orjson.loads(line)  # refuses invalid UTF-8 too
+            except orjson.JSONDecodeError:
+                yield f"line {lineno}", None, None
+                continue
+            if not isinstance(obj, dict):
+                yield f"line {lineno}", None, None
+                continue
+            objects += 1
+            seen_text = seen_text or text_field in obj
+            seen_label = seen_label or label_field in obj
+            yield f"line {lineno}", obj.get(text_field), obj.get(label_field)
+    for name, seen in ((label_field, seen_label), (text_field, seen_text)):
+        if objects and not seen:
+            raise DataError(f"{path}: no row has a '{name}' field (choose the field with --{'label' if name == label_field else 'text'}-field)")
+
+
+def _csv_rows(path: Path, text_field: str, label_field: str) -> Iterator[Row]:
+    delimiter = "\t" if path.name.lower().removesuffix(".gz").endswith(".tsv") else ","
+    with io.TextIOWrapper(_open_bytes(path), encoding="utf-8", errors="surrogateescape", newline="") as fh:
+        reader = csv.DictReader(fh, delimiter=delimiter)
+        fields = reader.fieldnames
+        if fields is None:
+            return
+        for name, flag in ((text_field, "text"), (label_field, "label")):
+            if name not in fields:
+                raise DataError(f"{path}: no '{name}' column (header: {', '.join(fields)}); choose one with --{flag}-field")
+        for row in reader:
+            text, label = row.get(text_field), row.get(label_field)
+            if _has_surrogates(text) or _has_surrogates(label):
+                text = None
+            yield f"line {reader.line_num}", text, label
+
+
+def _dir_rows(path: Path) -> Iterator[Row]:
+    """DIR/<label>/* (a text per file) and DIR/<label>.txt (a text per line); hidden entries ignored."""
+    for entry in sorted(path.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            for doc in sorted(p for p in entry.rglob("*") if p.is_file() and not p.name.startswith(".")):
+                where = str(doc.relative_to(path))
                 try:
-                    obj = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    yield lineno, None, None
-                    continue
-                if not isinstance(obj, dict):
-                    yield lineno, None, None
-                    continue
-                yield lineno, obj.get(text_field), obj.get(label_field)
-        else:
-            raise DataError(f"{path}: unknown format; use .jsonl, .csv (optionally .gz)")
+                    yield where, doc.read_bytes().decode("utf-8"), entry.name
+                except UnicodeDecodeError:
+                    yield where, None, entry.name
+        elif entry.is_file() and entry.suffix.lower() == ".txt":
+            with entry.open("rb") as fh:
+                for lineno, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    where = f"{entry.name} line {lineno}"
+                    try:
+                        yield where, line.decode("utf-8").rstrip("\r\n"), entry.stem
+                    except UnicodeDecodeError:
+                        yield where, None, entry.stem
 
 
-def load(paths: Sequence[Path], text_field: str = "text", label_field: str = "label") -> Dataset:
-    """Read every file; rows without a non-empty string text and label are skipped and reported."""
+def _rows(path: Path, text_field: str, label_field: str) -> Iterator[Row]:
+    kind = _kind(path)
+    if kind == "dir":
+        return _dir_rows(path)
+    if kind == "jsonl":
+        return _jsonl_rows(path, text_field, label_field)
+    return _csv_rows(path, text_field, label_field)
+
+
+def _is_empty(path: Path) -> bool:
+    if path.is_dir():
+        return not any(not p.name.startswith(".") for p in path.iterdir())
+    with _open_bytes(path) as fh:
+        return not any(line.strip() for line in fh)
+
+
+def _shown(places: list[str], limit: int = 10) -> str:
+    """'lines 2, 3, 9' for line numbers, else the places themselves; long lists are cut."""
+    cut = places[:limit]
+    more = f" … ({len(places)} in all)" if len(places) > limit else ""
+    if all(p.startswith("line ") for p in cut):
+        return ("lines " if len(places) > 1 else "line ") + ", ".join(p[5:] for p in cut) + more
+    return ", ".join(cut) + more
+
+
+def load(paths: Sequence[Path], text_field: str = "text", label_field: str = "label",
+         bad_rows: BadRows = "skip", min_classes: int = 2) -> Dataset:
+    """Read every source; rows without a non-empty string text and label are skipped and reported.
+
+    `min_classes` is 2 for training data (a classifier needs two) and 1 for evaluation data.
+    """
+    if not paths:
+        raise DataError("no training data given")
     texts: list[str] = []
     labels: list[str] = []
-    skipped = 0
+    bad: dict[str, list[str]] = {}
     for path in paths:
-        if not path.is_file():
-            raise DataError(f"{path}: no such file")
-        bad_lines: list[int] = []
-        for lineno, text, label in _rows(path, text_field, label_field):
+        if not path.exists():
+            raise DataError(f"{path}: no such file or directory")
+        if _is_empty(path):
+            raise DataError(f"{path}: {'empty directory' if path.is_dir() else 'empty file'}")
+        places: list[str] = []
+        for where, text, label in _rows(path, text_field, label_field):
             if isinstance(label, int | float) and not isinstance(label, bool):
                 label = str(label)
             if not isinstance(text, str) or not text.strip() or not isinstance(label, str) or not label.strip():
-                bad_lines.append(lineno)
+                places.append(where)
                 continue
             texts.append(text)
             labels.append(label.strip())
-        if bad_lines:
-            shown = ", ".join(map(str, bad_lines[:10])) + (" …" if len(bad_lines) > 10 else "")
-            logger.warning("%s: skipped %d unreadable rows (lines %s)", path, len(bad_lines), shown)
-            skipped += len(bad_lines)
+        if places:
+            bad[str(path)] = places
+            if bad_rows == "fail":
+                raise DataError(f"{path}: {len(places)} unreadable rows ({_shown(places)}); "
+                                "fix them or skip them with --bad-rows skip")
+            logger.warning("%s: skipped %d unreadable rows (%s)", path, len(places), _shown(places))
     if not texts:
         raise DataError(f"no usable rows with '{text_field}' and '{label_field}' in {', '.join(map(str, paths))}")
     distinct = set(labels)
-    if len(distinct) < 2:
+    if len(distinct) < min_classes:
         raise DataError(f"need at least two classes to train a classifier, found only {sorted(distinct)}")
-    return Dataset(texts, labels, tuple(str(p) for p in paths), skipped)
+    skipped = sum(len(v) for v in bad.values())
+    return Dataset(texts, labels, tuple(str(p) for p in paths), skipped, bad)

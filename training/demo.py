@@ -22,6 +22,7 @@ import orjson
 
 from worker import client, config, kafka_local, registry, topics
 from worker.client import Record, snippet
+from worker.errors import RegistryError
 from worker.topics import label_topic
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,10 @@ def ensure_model(model_dir: Path, data_dir: Path) -> int:
     logger.info("registry %s is empty: training on %s (about 2 minutes on 2 cores)", model_dir, ", ".join(TRAIN_FILES))
     from training.train import train
 
-    return train([data_dir / name for name in TRAIN_FILES], model_dir).version
+    result = train([data_dir / name for name in TRAIN_FILES], model_dir)
+    if result.version is None:  # cannot happen on an empty registry, but say so if it does
+        raise RegistryError(f"{result.decision.describe()}; nothing to serve")
+    return result.version
 
 
 def start_worker(model_dir: Path, log_path: Path) -> subprocess.Popen[bytes]:

@@ -1,9 +1,10 @@
-"""The training job: load data, train classifier and clusterer, evaluate on a held-out split, publish."""
+"""The training job: load data, train classifier and clusterer, evaluate, pass the quality gate, publish."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,110 +12,151 @@ from typing import Any
 
 import keras
 import numpy as np
-from sklearn.cluster import KMeans
-from sklearn.metrics import accuracy_score, f1_score, normalized_mutual_info_score
 from sklearn.model_selection import train_test_split
 
-from training import data
-from training.models import EpochProgress, ModelConfig, build_autoencoder, build_classifier, strings
+from training import classifier, clusterer, data, evaluate, gate, report
+from training.config import TrainConfig
 from worker import registry
 from worker.bundle import CENTROIDS, CLASSIFIER, ENCODER, compile_infer
+from worker.errors import DataError
 from worker.pipeline import assign_clusters
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    epochs: int = 12
-    ae_epochs: int = 15
-    batch_size: int = 64
-    test_size: float = 0.15
-    n_clusters: int | None = None  # default: number of labels
-    seed: int = 42
-    max_rows: int | None = None  # subsample for quick runs (stratified)
-
-
-@dataclass(frozen=True)
 class TrainResult:
-    version: int
+    version: int | None  # None when the quality gate refused to publish
     metrics: dict[str, float]
     seconds: float
+    decision: gate.Decision
+    timings: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
-def _evaluate(classifier: Any, encoder: Any, centroids: np.ndarray, texts: list[str], y: np.ndarray) -> dict[str, float]:
-    probs, emb = compile_infer(classifier, encoder)(texts)
-    pred = probs.argmax(axis=1)
-    clusters, _ = assign_clusters(emb, centroids)
-    return {
-        "accuracy": round(float(accuracy_score(y, pred)), 4),
-        "macro_f1": round(float(f1_score(y, pred, average="macro")), 4),
-        "nmi": round(float(normalized_mutual_info_score(y, clusters)), 4),
-    }
+def _split(texts: list[str], y: np.ndarray, size: float | int, seed: int) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+    """Stratified when every class has two texts or more, else plain random."""
+    counts = np.bincount(y)
+    stratify = y if counts[counts > 0].min() >= 2 else None
+    try:
+        a, b, ya, yb = train_test_split(texts, y, test_size=size, stratify=stratify, random_state=seed)
+    except ValueError:  # too few texts per class for the requested size
+        a, b, ya, yb = train_test_split(texts, y, test_size=size, random_state=seed)
+    return list(a), list(b), np.asarray(ya), np.asarray(yb)
 
 
-def train(paths: Sequence[Path], model_dir: Path, cfg: TrainConfig = TrainConfig()) -> TrainResult:
-    """Train, evaluate and publish one new version; returns its number and held-out metrics."""
+def _infer(classifier_model: Any, encoder: Any, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The worker's compiled call, in chunks: what is evaluated is what will be served."""
+    infer = compile_infer(classifier_model, encoder)
+    probs, emb = [], []
+    for start in range(0, len(texts), 256):
+        p, e = infer(list(texts[start:start + 256]))
+        probs.append(p)
+        emb.append(e)
+    return np.concatenate(probs), np.concatenate(emb)
+
+
+def _prepare(paths: Sequence[Path], eval_paths: Sequence[Path] | None, cfg: TrainConfig) -> dict[str, Any]:
+    ds = data.load(paths, cfg.text_field, cfg.label_field, cfg.bad_rows)
+    texts, labels = ds.texts, ds.labels
+    names = sorted(set(labels))
+    index = {name: i for i, name in enumerate(names)}
+    y = np.array([index[label] for label in labels])
+    if cfg.max_rows and len(texts) > cfg.max_rows:
+        texts, _, y, _ = _split(texts, y, len(texts) - cfg.max_rows, cfg.seed)
+    if eval_paths:
+        ev = data.load(eval_paths, cfg.text_field, cfg.label_field, cfg.bad_rows, min_classes=1)
+        unknown = sorted(set(ev.labels) - set(names))
+        if unknown:
+            raise DataError(f"evaluation labels {unknown} do not occur in the training data")
+        tr_x, tr_y, te_x = texts, y, ev.texts
+        te_y = np.array([index[label] for label in ev.labels])
+        sources = [*ds.sources, *(f"{s} (evaluation)" for s in ev.sources)]
+        skipped = ds.skipped + ev.skipped
+    else:
+        tr_x, te_x, tr_y, te_y = _split(texts, y, cfg.test_size, cfg.seed)
+        sources, skipped = list(ds.sources), ds.skipped
+    logger.info("data rows=%d skipped=%d train=%d eval=%d classes=%s", len(tr_x) + len(te_x), skipped, len(tr_x),
+                len(te_x), dict(sorted(Counter(names[i] for i in tr_y.tolist()).items())))
+    return {"names": names, "tr_x": tr_x, "tr_y": tr_y, "te_x": te_x, "te_y": te_y,
+            "summary": {"sources": sources, "rows": len(tr_x) + len(te_x), "skipped": skipped,
+                        "train_rows": len(tr_x), "eval_rows": len(te_x),
+                        "classes": dict(sorted(Counter(names[i] for i in [*tr_y, *te_y]).items())),
+                        "bad_rows": {k: v[:100] for k, v in ds.bad_rows.items()}}}
+
+
+def train(paths: Sequence[Path], model_dir: Path, cfg: TrainConfig = TrainConfig(),
+          eval_paths: Sequence[Path] | None = None) -> TrainResult:
+    """Train, evaluate and (if the quality gate agrees) publish one new version."""
     started = time.perf_counter()
     keras.utils.set_random_seed(cfg.seed)
-    ds = data.load(paths)
-    texts, labels = ds.texts, ds.labels
-    if cfg.max_rows and len(texts) > cfg.max_rows:
-        texts, _, labels, _ = train_test_split(texts, labels, train_size=cfg.max_rows, stratify=labels, random_state=cfg.seed)
-    label_names = sorted(set(labels))
-    index = {name: i for i, name in enumerate(label_names)}
-    y = np.array([index[label] for label in labels])
-    logger.info("data rows=%d skipped=%d classes=%s", len(texts), ds.skipped, ds.counts())
+    d = _prepare(paths, eval_paths, cfg)
+    names, tr_x, tr_y, te_x, te_y = d["names"], d["tr_x"], d["tr_y"], d["te_x"], d["te_y"]
+    timings: dict[str, float] = {}
 
-    tr_x, te_x, tr_y, te_y = train_test_split(texts, y, test_size=cfg.test_size, stratify=y, random_state=cfg.seed)
+    t = time.perf_counter()
+    fit_x, val_x, fit_y, val_y = _split(tr_x, tr_y, cfg.classifier.validation_fraction, cfg.seed)
+    branches = classifier.build(fit_x, len(names), cfg.classifier)
+    history = classifier.fit(branches, fit_x, fit_y, val_x, val_y, len(names), cfg.classifier)
+    timings["classifier"] = time.perf_counter() - t
 
-    logger.info("training classifier on %d texts, evaluating on %d", len(tr_x), len(te_x))
-    classifier = build_classifier(tr_x, len(label_names), cfg.model)
-    # Balanced class weights: SMS "ham" alone outnumbers all the news topics together.
-    counts = np.bincount(tr_y, minlength=len(label_names))
-    class_weight = {i: len(tr_y) / (len(label_names) * max(int(c), 1)) for i, c in enumerate(counts)}
-    classifier.fit(
-        strings(tr_x), tr_y, validation_split=0.1, epochs=cfg.epochs, batch_size=cfg.batch_size, verbose=0,
-        class_weight=class_weight,
-        callbacks=[
-            EpochProgress("classifier", cfg.epochs),
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True),
-        ],
-    )
+    t = time.perf_counter()
+    n_clusters = cfg.clusterer.n_clusters or len(names)
+    cluster_texts = tr_x + te_x if cfg.cluster_eval_texts else tr_x
+    clu = clusterer.fit(cluster_texts, n_clusters, cfg.clusterer, cfg.seed)
+    history["clusterer"] = clu.history
+    timings["clusterer"] = time.perf_counter() - t
 
-    logger.info("training autoencoder on the same training texts (labels unused)")
-    autoencoder, encoder, vectors = build_autoencoder(tr_x, cfg.model)
-    autoencoder.fit(
-        vectors, vectors, epochs=cfg.ae_epochs, batch_size=cfg.batch_size, verbose=0,
-        callbacks=[EpochProgress("autoencoder", cfg.ae_epochs)],
-    )
-    n_clusters = cfg.n_clusters or len(label_names)
-    latent = np.array(encoder(strings(tr_x)), dtype=np.float32)
-    latent /= np.maximum(np.linalg.norm(latent, axis=1, keepdims=True), 1e-12)
-    kmeans = KMeans(n_clusters=n_clusters, n_init=10, random_state=cfg.seed).fit(latent)
-    centroids = kmeans.cluster_centers_.astype(np.float32)
-    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
-
-    metrics = _evaluate(classifier, encoder, centroids, te_x, te_y)
+    t = time.perf_counter()
+    probs, emb = _infer(branches.classifier, clu.encoder, te_x)
+    clusters, _ = assign_clusters(emb, clu.centroids)
+    cls_eval = evaluate.classification(te_y, probs.argmax(axis=1), names)
+    clu_eval = evaluate.clustering(te_y, clusters, emb, seed=cfg.seed)
+    metrics = evaluate.headline(cls_eval, clu_eval)
+    timings["evaluation"] = time.perf_counter() - t
     logger.info("held-out metrics %s", " ".join(f"{k}={v}" for k, v in metrics.items()))
+
+    current = gate.current_macro_f1(model_dir, te_x, te_y, names)
+    decision = gate.decide(metrics["macro_f1"], current[1] if current else None, cfg.gate_tolerance, cfg.force,
+                           current[0] if current else None)
+    (logger.info if decision.publish else logger.warning)("%s", decision.describe())
+    details = {"classification": cls_eval, "clustering": clu_eval, "branch_weights": history.get("mix", [{}])[0]}
+    if not decision.publish:
+        return TrainResult(None, metrics, time.perf_counter() - started, decision, timings, details)
 
     def write(folder: Path) -> dict[str, Any]:
         # No optimizer state: a third of the size, and the worker never trains.
-        classifier.save(folder / CLASSIFIER, include_optimizer=False)
-        encoder.save(folder / ENCODER, include_optimizer=False)
-        np.save(folder / CENTROIDS, centroids, allow_pickle=False)
+        branches.classifier.save(folder / CLASSIFIER, include_optimizer=False)
+        clu.encoder.save(folder / ENCODER, include_optimizer=False)
+        np.save(folder / CENTROIDS, clu.centroids, allow_pickle=False)
+        timings["total"] = time.perf_counter() - started
+        report.write(folder, report.ReportInput(
+            labels=names, classification=cls_eval, clustering=clu_eval, history=history, embeddings=emb,
+            clusters=clusters, y_true=te_y, data=d["summary"], settings=_flat(asdict(cfg)), timings=timings,
+        ))
         return {
-            "labels": label_names,
+            "labels": names,
             "n_clusters": n_clusters,
-            "embedding_dim": int(centroids.shape[1]),
-            "data": {"sources": list(ds.sources), "rows": len(texts), "skipped": ds.skipped,
-                     "train_rows": len(tr_x), "eval_rows": len(te_x), "classes": ds.counts()},
+            "embedding_dim": int(clu.centroids.shape[1]),
+            "data": d["summary"],
             "config": asdict(cfg),
             "metrics": metrics,
+            "evaluation": details,
+            "gate": asdict(decision),
+            "timings_s": {k: round(v, 1) for k, v in timings.items()},
         }
 
     version = registry.publish(model_dir, write)
     seconds = time.perf_counter() - started
     logger.info("published version %d to %s in %.0fs", version, model_dir, seconds)
-    return TrainResult(version, metrics, seconds)
+    return TrainResult(version, metrics, seconds, decision, timings, details)
+
+
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from worker import layers  # noqa: F401  (registers the custom layers the saved models use)
 from worker import registry
 from worker.errors import BundleError
 

@@ -193,3 +193,69 @@ def verify(folder: Path) -> dict[str, Any]:
         if actual != expected:
             raise BundleError(f"{folder}: sha256 of {name} is {actual[:12]}…, manifest says {expected[:12]}…")
     return manifest
+
+
+def describe(root: Path) -> list[dict[str, Any]]:
+    """Every published version's manifest (ascending), with `serving`, `pinned` and `size_bytes` added.
+
+    A version whose manifest cannot be read is listed with an `error` instead of failing the listing.
+    """
+    found = versions(root)
+    if not found:
+        return []
+    pin_ = pinned(root)
+    serving = pin_ if pin_ in found else found[-1]
+    out: list[dict[str, Any]] = []
+    for version in found:
+        folder = root / str(version)
+        try:
+            entry = read_manifest(folder)
+        except BundleError as exc:
+            entry = {"version": version, "error": str(exc)}
+        entry.update(
+            version=version, serving=version == serving, pinned=version == pin_,
+            size_bytes=sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()),
+        )
+        out.append(entry)
+    return out
+
+
+def rollback(root: Path) -> int:
+    """Pin the highest version below the one being served; returns it."""
+    current = serving_version(root)
+    older = [v for v in versions(root) if v < current]
+    if not older:
+        raise RegistryError(f"cannot roll back {root}: version {current} is the oldest one")
+    pin(root, older[-1])
+    return older[-1]
+
+
+def remove(root: Path, version: int) -> None:
+    """Delete a version that is not pinned: renamed out of sight first (atomic), then deleted."""
+    if version == pinned(root):
+        raise RegistryError(f"version {version} is pinned; unpin or pin another version before removing it")
+    folder = root / str(version)
+    if version not in versions(root):
+        raise RegistryError(f"{folder} is not a published version")
+    trash = root / f"{STAGING_PREFIX}removed-{version}-{uuid.uuid4().hex}"
+    folder.rename(trash)
+    _fsync(root)
+    shutil.rmtree(trash, ignore_errors=True)
+    logger.info("removed version %d from %s", version, root)
+
+
+def prunable(root: Path, keep: int) -> list[int]:
+    """Versions `prune(root, keep)` would remove: all but the newest `keep` and the served one."""
+    if keep < 1:
+        raise RegistryError(f"keep must be at least 1, got {keep}")
+    found = versions(root)
+    spared = set(found[-keep:]) | ({serving_version(root)} if found else set())
+    return [v for v in found if v not in spared]
+
+
+def prune(root: Path, keep: int) -> list[int]:
+    """Remove every version except the newest `keep` and the one being served; returns the removed."""
+    removed = prunable(root, keep)
+    for version in removed:
+        remove(root, version)
+    return removed

@@ -1,18 +1,105 @@
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
-from worker import registry
+import numpy as np
+import orjson
+import pytest
+
+from tests.factories import TINY, copy_registry
+from training.train import train
+from worker import bundle, registry
 
 
 def test_training_publishes_a_verified_version_that_learned(tiny_registry: Path) -> None:
     manifest = registry.verify(tiny_registry / "1")
     assert manifest["labels"] == ["business", "entertainment", "politics", "sport", "tech"]
     assert manifest["n_clusters"] == 5
-    assert set(manifest["files"]) == {"classifier.keras", "encoder.keras", "centroids.npy"}
+    assert {"classifier.keras", "encoder.keras", "centroids.npy"} <= set(manifest["files"])
     assert manifest["data"]["rows"] == 400 and manifest["data"]["eval_rows"] == 60
     metrics = manifest["metrics"]
     # Chance is 0.2 for five balanced classes; even the tiny model must clearly beat it.
-    assert metrics["accuracy"] > 0.35
-    assert 0.0 < metrics["nmi"] <= 1.0
+    assert metrics["accuracy"] > 0.6
+    assert 0.2 < metrics["nmi"] <= 1.0
     assert 0.0 < metrics["macro_f1"] <= 1.0
+    assert set(metrics) == {"accuracy", "macro_f1", "nmi", "ari", "purity", "silhouette"}
+    assert manifest["gate"]["publish"] is True and manifest["gate"]["current_f1"] is None
+
+
+def test_report_files_are_hashed_and_agree_with_the_manifest(tiny_registry: Path) -> None:
+    folder = tiny_registry / "1"
+    manifest = registry.verify(folder)
+    for name in ["report/report.md", "report/confusion.png", "report/training_curves.png", "report/embeddings.png"]:
+        assert name in manifest["files"]
+        if name.endswith(".png"):
+            assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (folder / "report" / "report.md").read_text(encoding="utf-8")
+    m = manifest["metrics"]
+    assert f"| {m['accuracy']:.4f} | {m['macro_f1']:.4f} |" in report
+    assert f"| {m['nmi']:.4f} | {m['ari']:.4f} | {m['purity']:.4f} | {m['silhouette']:.4f} | 5 |" in report
+    evaluation = manifest["evaluation"]["classification"]
+    assert sum(map(sum, evaluation["confusion"])) == manifest["data"]["eval_rows"]
+    for name, figures in evaluation["per_class"].items():
+        assert re.search(rf"\| {name} \| {figures['precision']:.4f} \| {figures['recall']:.4f} \|", report)
+    assert sum(manifest["evaluation"]["clustering"]["sizes"]) == manifest["data"]["eval_rows"]
+
+
+def test_served_predictions_match_the_evaluation(tiny_registry: Path) -> None:
+    """What the manifest reports is what the worker computes: same compiled call, same files."""
+    served = bundle.load_serving(tiny_registry)
+    probs, emb = served.infer(["The striker scored twice in the cup final.", "Shares fell as profits slumped."])
+    assert probs.shape == (2, 5) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)  # the encoder returns unit vectors
+
+
+def test_the_quality_gate_refuses_a_worse_model_unless_forced(tiny_registry: Path, tmp_path: Path) -> None:
+    reg = copy_registry(tiny_registry, tmp_path / "r")
+    # No n-gram branch, one epoch of a tiny LSTM: clearly worse than version 1 on the same texts.
+    worse = dataclasses.replace(TINY, classifier=dataclasses.replace(TINY.classifier, ngram_vocab=0, epochs=1),
+                                gate_tolerance=0.0)
+    refused = train([Path(p) for p in registry.read_manifest(reg / "1")["data"]["sources"]], reg, worse)
+    assert refused.version is None and not refused.decision.publish
+    assert refused.decision.current_version == 1
+    assert refused.decision.current_f1 is not None and refused.decision.current_f1 > refused.decision.new_f1
+    assert "REJECTED" in refused.decision.describe() and registry.versions(reg) == [1]
+
+    forced = train([Path(p) for p in registry.read_manifest(reg / "1")["data"]["sources"]], reg,
+                   dataclasses.replace(worse, force=True))
+    assert forced.version == 2 and registry.versions(reg) == [1, 2]
+    gate = registry.read_manifest(reg / "2")["gate"]
+    assert gate["forced"] is True and gate["current_version"] == 1 and gate["publish"] is True
+
+
+def test_chinese_text_without_spaces_trains(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    topics = {"体育": "球队比赛冠军足球篮球进球联赛", "财经": "股市银行利率基金投资上涨市场"}
+    rows = []
+    for label, chars in topics.items():
+        for _ in range(60):
+            rows.append({"text": "".join(rng.choice(list(chars), size=12)), "label": label})
+    data = tmp_path / "zh.jsonl"
+    data.write_bytes(b"\n".join(orjson.dumps(r) for r in rows))
+    result = train([data], tmp_path / "m", dataclasses.replace(TINY, max_rows=None))
+    assert result.version == 1 and result.metrics["accuracy"] >= 0.9
+    served = bundle.load_serving(tmp_path / "m")
+    probs, _ = served.infer(["足球联赛冠军", "银行利率上涨"])
+    assert [served.labels[i] for i in probs.argmax(axis=1)] == ["体育", "财经"]
+
+
+def test_evaluation_data_replaces_the_held_out_split(tmp_path: Path) -> None:
+    def write(name: str, n: int) -> Path:
+        path = tmp_path / name
+        rows = [{"text": f"{w} {w} match {i}", "label": w} for i in range(n) for w in ("goal", "stock")]
+        path.write_bytes(b"\n".join(orjson.dumps(r) for r in rows))
+        return path
+
+    result = train([write("train.jsonl", 40)], tmp_path / "m", TINY, eval_paths=[write("eval.jsonl", 5)])
+    manifest = registry.read_manifest(tmp_path / "m" / "1")
+    assert manifest["data"]["train_rows"] == 80 and manifest["data"]["eval_rows"] == 10
+    assert result.metrics["accuracy"] == 1.0
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "x", "label": "other"}\n')
+    with pytest.raises(Exception, match="do not occur in the training data"):
+        train([write("train.jsonl", 40)], tmp_path / "m", TINY, eval_paths=[bad])

@@ -1,0 +1,185 @@
+"""The evaluation report written into every version: report.md plus PNG plots, under `report/`."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+REPORT_DIR = "report"
+REPORT_MD = "report.md"
+CONFUSION_PNG = "confusion.png"
+CURVES_PNG = "training_curves.png"
+EMBEDDINGS_PNG = "embeddings.png"
+
+
+@dataclass(frozen=True)
+class ReportInput:
+    labels: Sequence[str]
+    classification: dict[str, Any]
+    clustering: dict[str, Any]
+    history: dict[str, list[dict[str, float]]]  # stage → per-epoch figures
+    embeddings: np.ndarray  # evaluation texts' embeddings
+    clusters: np.ndarray  # their clusters
+    y_true: np.ndarray  # their labels (indices into labels)
+    data: dict[str, Any]
+    settings: dict[str, Any]
+    timings: dict[str, float]
+
+
+def _tick(label: str, i: int) -> str:
+    # The default font has no CJK glyphs: such labels are shown by index (report.md maps them).
+    return label if label.isascii() else str(i)
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion(path: Path, labels: Sequence[str], confusion: list[list[int]]) -> None:
+    plt = _plt()
+    m = np.asarray(confusion)
+    size = max(4.0, 0.5 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(m, cmap="Blues")
+    ticks = [_tick(label, i) for i, label in enumerate(labels)]
+    ax.set_xticks(range(len(labels)), ticks, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), ticks)
+    if len(labels) <= 20:
+        for i in range(m.shape[0]):
+            for j in range(m.shape[1]):
+                ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if m[i, j] > m.max() / 2 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("Confusion matrix (evaluation split)")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_curves(path: Path, history: dict[str, list[dict[str, float]]]) -> None:
+    plt = _plt()
+    stages = [s for s in ("deep", "wide", "clusterer") if history.get(s)]
+    fig, axes = plt.subplots(1, max(len(stages), 1), figsize=(4.5 * max(len(stages), 1), 3.5), squeeze=False)
+    titles = {"deep": "classifier: LSTM branch", "wide": "classifier: n-gram branch", "clusterer": "clusterer"}
+    for ax, stage in zip(axes[0], stages, strict=False):
+        rows = history[stage]
+        keys = list(dict.fromkeys(k for r in rows for k in r if k not in ("stage", "epoch", "changed")))
+        for key in keys:
+            ax.plot(range(1, len(rows) + 1), [r.get(key, np.nan) for r in rows], marker="o", markersize=3, label=key)
+        ax.set_title(titles[stage])
+        ax.set_xlabel("epoch" if stage != "clusterer" else "epoch (autoencoder, then DEC)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_embeddings(path: Path, embeddings: np.ndarray, clusters: np.ndarray, seed: int = 0, sample: int = 3000) -> None:
+    """2-D PCA projection of the evaluation texts' embeddings, coloured by cluster."""
+    from sklearn.decomposition import PCA
+
+    plt = _plt()
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(len(embeddings))[:sample]
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    if len(idx) >= 2 and embeddings.shape[1] >= 2:
+        xy = PCA(2, random_state=seed).fit_transform(embeddings[idx])
+        scatter = ax.scatter(xy[:, 0], xy[:, 1], c=clusters[idx], cmap="tab20", s=6)
+        ax.legend(*scatter.legend_elements(num=None), title="cluster", fontsize=6, loc="best", markerscale=0.7)
+    ax.set_title("Embeddings (PCA), coloured by cluster")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown(r: ReportInput) -> str:
+    cls, clu = r.classification, r.clustering
+    labels = list(r.labels)
+    per_class = [[i, name, f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['f1']:.4f}", v["support"]]
+                 for i, (name, v) in enumerate(cls["per_class"].items())]
+    confusion = [[f"{i} {labels[i]}", *row] for i, row in enumerate(cls["confusion"])]
+    k = len(clu["sizes"])
+    composition = []
+    for c in range(k):
+        members = r.y_true[r.clusters == c]
+        if len(members):
+            top = np.bincount(members, minlength=len(labels))
+            best = int(top.argmax())
+            composition.append([c, len(members), labels[best], f"{top[best] / len(members):.2f}"])
+        else:
+            composition.append([c, 0, "–", "–"])
+    timing = ", ".join(f"{k} {v:.0f} s" for k, v in r.timings.items())
+    settings = "\n".join(f"- `{k}`: {v}" for k, v in r.settings.items())
+    corner = "true \\ predicted"
+    return f"""# Model version report
+
+Data: {', '.join(r.data['sources'])}; {r.data['rows']} rows ({r.data['skipped']} skipped), \
+{r.data['train_rows']} for training, {r.data['eval_rows']} held out for evaluation.
+Training time: {timing}.
+
+## Classifier on the evaluation split
+
+| accuracy | macro-F1 |
+|---|---|
+| {cls['accuracy']:.4f} | {cls['macro_f1']:.4f} |
+
+{_table(['#', 'class', 'precision', 'recall', 'F1', 'support'], per_class)}
+
+Confusion matrix (rows: true class, columns: predicted class, in the order above):
+
+{_table([corner, *[str(i) for i in range(len(labels))]], confusion)}
+
+![confusion matrix]({CONFUSION_PNG})
+
+![training curves]({CURVES_PNG})
+
+## Clusters of the evaluation split
+
+Fitted without labels; the labels only score them.
+
+| NMI | ARI | purity | silhouette (cosine) | clusters |
+|---|---|---|---|---|
+| {clu['nmi']:.4f} | {clu['ari']:.4f} | {clu['purity']:.4f} | {clu['silhouette']:.4f} | {k} |
+
+{_table(['cluster', 'texts', 'most common label', 'share'], composition)}
+
+![embeddings coloured by cluster]({EMBEDDINGS_PNG})
+
+## Settings
+
+{settings}
+"""
+
+
+def write(folder: Path, r: ReportInput) -> list[str]:
+    """Write report.md and the plots into folder/report/; returns their paths relative to `folder`."""
+    out = folder / REPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # matplotlib font fallbacks
+        plot_confusion(out / CONFUSION_PNG, r.labels, r.classification["confusion"])
+        plot_curves(out / CURVES_PNG, r.history)
+        plot_embeddings(out / EMBEDDINGS_PNG, r.embeddings, r.clusters)
+    (out / REPORT_MD).write_text(markdown(r), encoding="utf-8")
+    return [f"{REPORT_DIR}/{name}" for name in (REPORT_MD, CONFUSION_PNG, CURVES_PNG, EMBEDDINGS_PNG)]
