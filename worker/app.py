@@ -3,34 +3,39 @@
 It consumes raw bytes, takes micro-batches (size AND deadline), runs `batch.process` in a thread,
 produces every output, waits until Kafka acknowledged all of them, and only then acks the input
 events so their offsets can be committed (at-least-once; faust#189 and #606 are why acks are ours).
+Around that: hot reload (registry polls and `texts.models` events), Prometheus metrics, consumer
+lag, and the /healthz, /readyz and /status pages.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import gc
 import logging
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer
+from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from worker import batch
+from worker import batch, logs, metrics, topics
 from worker.batch import RawRecord
-from worker.bundle import Bundle
 from worker.codec import Source
 from worker.config import Settings
+from worker.errors import TextstreamError
+from worker.lag import LagProbe
+from worker.serving import Serving
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass
-class Serving:
-    """The model version in use; hot reload replaces `bundle` between batches."""
-
-    bundle: Bundle
+LAG_INTERVAL_S = 5.0
+STALE_AFTER_S = 30.0  # a loop tick or a broker answer older than this means unhealthy / not ready
 
 
 def to_raw(event: Any) -> RawRecord:
@@ -43,6 +48,12 @@ def to_raw(event: Any) -> RawRecord:
         timestamp=message.timestamp,
         headers=headers,
     )
+
+
+@functools.cache
+def faust_metrics() -> FaustMetrics:
+    """Faust's transport metrics (`faust_*`), registered once per process however many apps."""
+    return FaustMetrics.create(REGISTRY, "faust")
 
 
 def create_app(settings: Settings, serving: Serving) -> faust.App:
@@ -68,31 +79,71 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
         datadir=str(datadir),
         broker_rebalance_timeout=20,
     )
+    app.monitor = PrometheusMonitor(metrics=faust_metrics())
     source = app.topic(settings.input_topic, key_serializer="raw", value_serializer="raw")
     # One inference thread: TensorFlow parallelises inside the call, and batches stay ordered.
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    # Loading gets its own thread so a new version loads while the current one keeps serving.
+    infer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    load_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
+    model_ready = asyncio.Event()
+    if serving.bundle is not None:  # handed a loaded version (tests): serve it at once
+        model_ready.set()
+    reload_lock = asyncio.Lock()
+    lag = LagProbe(settings.bootstrap_servers, settings.app_id)
+    state: dict[str, Any] = {"tick": time.time(), "assigned": None, "started": time.time()}
+
+    async def reload(reason: str) -> None:
+        """Load what the registry asks for beside the current version; swap between batches."""
+        loop = asyncio.get_running_loop()
+        async with reload_lock:
+            try:
+                new = await loop.run_in_executor(load_pool, serving.poll)
+                if new is None:
+                    return
+                await topics.ensure_topics(settings.bootstrap_servers, batch.output_topics(settings, new.labels),
+                                           settings.topic_partitions)
+            except TextstreamError as exc:
+                serving.fail(exc)
+                if serving.bundle is None:  # nothing to fall back to at start: fail fast and loud
+                    await app.crash(exc)
+                return
+            logger.info("model version %d ready (%s); swapping", new.version, reason)
+            old = serving.swap(new)  # the agent reads serving.bundle once per batch
+            model_ready.set()
+            del old, new
+            await loop.run_in_executor(load_pool, gc.collect)  # frees the old graph (~20 MB a reload)
 
     async def handle(events: list[Any]) -> None:
         records = [to_raw(e) for e in events]
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(executor, batch.process, serving.bundle, settings, records)
+        bundle = serving.bundle
+        assert bundle is not None  # the agent waits for model_ready
+        started = time.perf_counter()
+        result = await loop.run_in_executor(infer_pool, batch.process, bundle, settings, records)
+        metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
         producer = app.producer
         pending = [
             await producer.send(o.topic, o.key, o.value, partition=None, timestamp=None, headers=o.headers)
             for o in result.outgoing
         ]
         await asyncio.gather(*pending)  # every output acknowledged by Kafka (acks=all)
+        now = time.time()
+        for rec in records:
+            if rec.timestamp:
+                metrics.END_TO_END_SECONDS.observe(max(now - rec.timestamp, 0.0))
+        metrics.observe_batch(result.predictions, result.rejected, settings.novelty_threshold)
         for rej in result.rejected:
             logger.warning(
                 "dead-lettered %s/%d/%d reason=%s detail=%s",
                 rej.source.topic, rej.source.partition, rej.source.offset, rej.reason, rej.detail[:200],
             )
-        logger.debug("batch size=%d labeled=%d rejected=%d model_version=%d",
-                     len(records), result.labeled, len(result.rejected), result.model_version)
 
     @app.agent(source, name="label-texts")
     async def label_texts(stream: Any) -> None:  # a faust.Stream; StreamT lacks noack_take
+        await model_ready.wait()
         async for events in stream.noack_take(settings.batch_size, within=settings.batch_max_wait):
+            metrics.BATCH_SIZE.observe(len(events))
+            metrics.IN_FLIGHT.inc(len(events))
             try:
                 await handle(list(events))
             except Exception as exc:
@@ -101,15 +152,91 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
                 logger.exception("batch of %d failed; stopping the worker without committing it", len(events))
                 await app.crash(exc)
                 return
+            finally:
+                metrics.IN_FLIGHT.dec(len(events))
             for event in events:
                 await stream.ack(event)
+
+    @app.task
+    async def load_first_model() -> None:
+        await reload("start")
+
+    @app.timer(settings.reload_interval)
+    async def poll_registry() -> None:
+        await reload("registry poll")
+
+    @app.task
+    async def follow_model_events() -> None:
+        """Every worker reads every `texts.models` event (no consumer group): all switch at once.
+        Polling the registry stays the fallback, so a broken connection here only delays reloads."""
+        while True:
+            consumer = AIOKafkaConsumer(settings.models_topic, bootstrap_servers=settings.bootstrap_servers,
+                                        group_id=None, auto_offset_reset="latest", enable_auto_commit=False)
+            try:
+                await topics.ensure_topics(settings.bootstrap_servers, [settings.models_topic], 1)
+                await consumer.start()
+                async for event in consumer:
+                    logger.info("model event %s", (event.value or b"")[:200].decode("utf-8", "replace"))
+                    await reload("models topic event")
+            except Exception as exc:
+                logger.warning("models topic listener: %s; retrying in 5 s", exc)
+                await asyncio.sleep(5)
+            finally:
+                await consumer.stop()
+
+    @app.timer(1.0)
+    async def tick() -> None:
+        state["tick"] = time.time()
+
+    @app.timer(LAG_INTERVAL_S)
+    async def measure_lag() -> None:
+        if state["assigned"] is not None:
+            await lag.measure((tp.topic, tp.partition) for tp in app.consumer.assignment()
+                              if tp.topic == settings.input_topic)
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # faust's signal types want a sender kwarg
+    async def on_assigned(app_: Any, assigned: Any, **kwargs: Any) -> None:
+        state["assigned"] = sorted(f"{tp.topic}/{tp.partition}" for tp in assigned
+                                   if tp.topic == settings.input_topic)
+        logger.info("assigned partitions %s", ",".join(state["assigned"]) or "none")
+
+    def readiness() -> dict[str, Any]:
+        now = time.time()
+        checks = {
+            "model_loaded": serving.bundle is not None,
+            "partitions_assigned": state["assigned"] is not None,
+            "broker_reachable": lag.last_ok is not None and now - lag.last_ok < STALE_AFTER_S,
+        }
+        return {"ready": all(checks.values()), "checks": checks, "model_version": serving.version,
+                "assigned": state["assigned"] or []}
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        age = time.time() - state["tick"]
+        ok = age < STALE_AFTER_S
+        return web.json({"alive": ok, "event_loop_tick_age_s": round(age, 3)}, status=200 if ok else 503)
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        body = readiness()
+        return web.json(body, status=200 if body["ready"] else 503)
+
+    @app.page("/metrics")
+    async def prometheus(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @app.page("/status")
+    async def status(web: Any, request: Any) -> Any:
+        return web.json({**serving.status(), **readiness(), "app_id": settings.app_id,
+                         "started_at": state["started"], "lag": {f"{t}/{p}": v for (t, p), v in lag.lag.items()}})
 
     return app
 
 
-def run(settings: Settings, bundle: Bundle) -> None:
+def run(settings: Settings, serving: Serving) -> None:
     """Run the worker until SIGTERM/SIGINT (Faust's worker installs the handlers and shuts down
     cleanly: the agent finishes or abandons its batch, acked offsets are committed)."""
-    app = create_app(settings, Serving(bundle))
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    app = create_app(settings, serving)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False,
+                          logging_config=logs.dict_config(settings.log_level, settings.log_format))
     worker.execute_from_commandline()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from worker import codec, pipeline
 from worker.bundle import Bundle
-from worker.codec import Rejected, Source, TextMessage
+from worker.codec import Prediction, Rejected, Source, TextMessage
 from worker.config import Settings
 from worker.topics import label_topic
 
@@ -43,9 +43,13 @@ class Outgoing:
 @dataclass(frozen=True, slots=True)
 class BatchResult:
     outgoing: list[Outgoing]
-    labeled: int
+    predictions: list[Prediction]  # of the records published as labeled
     rejected: list[Rejected]
     model_version: int
+
+    @property
+    def labeled(self) -> int:
+        return len(self.predictions)
 
 
 def process(bundle: Bundle, settings: Settings, records: Sequence[RawRecord]) -> BatchResult:
@@ -66,7 +70,7 @@ def process(bundle: Bundle, settings: Settings, records: Sequence[RawRecord]) ->
     predictions = pipeline.predict(bundle, [msg for _, msg in valid])
     processed_at = time.time()
     outgoing: list[Outgoing] = []
-    labeled = 0
+    published: list[Prediction] = []
     for (rec, msg), pred in zip(valid, predictions, strict=True):
         value = codec.encode_result(msg, pred, bundle.version, processed_at)
         if len(value) > settings.max_output_bytes:
@@ -74,12 +78,12 @@ def process(bundle: Bundle, settings: Settings, records: Sequence[RawRecord]) ->
             rejected.append(Rejected("output_too_large", f"output record {len(value)} bytes > limit "
                                      f"{settings.max_output_bytes}", rec.value, rec.source, rec.key, rec.headers))
             continue
-        labeled += 1
+        published.append(pred)
         outgoing.append(Outgoing(settings.output_topic, msg.key, value))
         outgoing.append(Outgoing(label_topic(settings.label_topic_prefix, pred.label), msg.key, value))
     for rej in rejected:
         outgoing.append(Outgoing(settings.dlq_topic, rej.key, rej.value, codec.dlq_headers(rej)))
-    return BatchResult(outgoing, labeled, rejected, bundle.version)
+    return BatchResult(outgoing, published, rejected, bundle.version)
 
 
 def output_topics(settings: Settings, labels: Sequence[str]) -> list[str]:

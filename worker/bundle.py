@@ -91,8 +91,9 @@ def load(folder: Path) -> Bundle:
         raise BundleError(f"{folder}: n_clusters/embedding_dim in the manifest do not match the files")
 
     infer = compile_infer(classifier, encoder)
-    probs, emb = infer(["warm-up text so the graph is traced before the first real batch"])
-    if probs.shape != (1, len(labels)) or emb.shape != (1, dim) or not np.all(np.isfinite(probs)):
+    # Trace the graph and touch every kernel before the first real batch, so a swap adds no latency.
+    probs, emb = infer([" ".join(["warm-up"] * n) for n in (1, 10, 100, 1000)])
+    if probs.shape != (4, len(labels)) or emb.shape != (4, dim) or not np.all(np.isfinite(probs)):
         raise BundleError(f"{folder}: warm-up produced shapes {probs.shape}/{emb.shape} or non-finite scores")
     unit = centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
     bundle = Bundle(

@@ -28,20 +28,23 @@ def _config_epilog() -> str:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = config.load_settings()
-    logs.setup(settings.log_level)
-    from worker import app, batch, bundle, topics
+    logs.setup(settings.log_level, settings.log_format)
+    from worker import app, registry, topics
+    from worker.serving import Serving
 
-    served = bundle.load_serving(settings.model_dir)
+    version = registry.serving_version(settings.model_dir)  # fails fast on an empty registry
     created = asyncio.run(topics.ensure_topics(
-        settings.bootstrap_servers, [settings.input_topic, *batch.output_topics(settings, served.labels)],
+        settings.bootstrap_servers, [settings.input_topic, settings.output_topic, settings.dlq_topic],
         settings.topic_partitions,
     ))
     logger.info(
-        "worker app_id=%s broker=%s input=%s output=%s dlq=%s model_version=%d batch_size=%d batch_max_wait=%.3fs created_topics=%s",
+        "worker app_id=%s broker=%s input=%s output=%s dlq=%s registry=%s version=%d batch_size=%d "
+        "batch_max_wait=%.3fs web=%s:%d created_topics=%s",
         settings.app_id, settings.bootstrap_servers, settings.input_topic, settings.output_topic,
-        settings.dlq_topic, served.version, settings.batch_size, settings.batch_max_wait, created or "none",
+        settings.dlq_topic, settings.model_dir, version, settings.batch_size, settings.batch_max_wait,
+        settings.web_host, settings.web_port, ",".join(created) or "none",
     )
-    app.run(settings, served)
+    app.run(settings, Serving(settings.model_dir))
     return 0
 
 

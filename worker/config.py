@@ -21,6 +21,7 @@ _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _BROKER_RE = re.compile(r"^(kafka://)?[^\s:/;]+:\d{1,5}$")
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LogFormat = Literal["text", "json"]
 
 
 class Settings(BaseSettings):
@@ -35,6 +36,7 @@ class Settings(BaseSettings):
     output_topic: str = Field("texts.labeled", description="topic of every labelled record")
     label_topic_prefix: str = Field("texts.label.", description="per-label routing topics: prefix + label")
     dlq_topic: str = Field("texts.dlq", description="dead-letter topic (original bytes + reason headers)")
+    models_topic: str = Field("texts.models", description="model registry events (publish, pin) that trigger a reload")
     topic_partitions: int = Field(4, ge=1, le=1024, description="partitions of topics the worker creates")
     batch_size: int = Field(256, ge=1, le=100_000, description="max records per model batch")
     batch_max_wait: float = Field(0.05, gt=0, le=60, description="seconds to wait for a batch to fill")
@@ -44,7 +46,10 @@ class Settings(BaseSettings):
     max_output_bytes: int = Field(1_000_000, ge=1024, description="larger output records are dead-lettered")
     web_port: int = Field(6066, ge=1, le=65535, description="HTTP port of the worker (Faust web)")
     web_host: str = Field("0.0.0.0", description="interface the HTTP port binds to")
+    reload_interval: float = Field(10.0, gt=0, le=3600, description="seconds between registry polls for a new version")
+    novelty_threshold: float = Field(0.3, ge=-1, le=1, description="cluster similarity below this counts as a novel text")
     log_level: LogLevel = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+    log_format: LogFormat = Field("text", description="text (readable) or json (one object per line)")
 
     @field_validator("broker")
     @classmethod
@@ -54,7 +59,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"expected host:port[,host:port...] optionally prefixed by kafka://, got {server!r}")
         return value
 
-    @field_validator("input_topic", "output_topic", "dlq_topic")
+    @field_validator("input_topic", "output_topic", "dlq_topic", "models_topic")
     @classmethod
     def _check_topic(cls, value: str) -> str:
         if not _TOPIC_RE.match(value):
@@ -72,6 +77,11 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @property
     def bootstrap_servers(self) -> str:

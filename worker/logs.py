@@ -1,16 +1,82 @@
-"""Logging set-up, done once at the entry point; modules only call logging.getLogger(__name__)."""
+"""Logging set-up, done once at the entry point; modules only call logging.getLogger(__name__).
+
+The same configuration is handed to Faust's worker, so its lines and ours share one format:
+readable text by default, one JSON object per line with TEXTSTREAM_LOG_FORMAT=json.
+"""
 
 from __future__ import annotations
 
 import logging
+import logging.config
 import os
+import sys
+from typing import Any, TextIO
 
-FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+import orjson
+
+TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+_NOISY = ("aiokafka", "faust.transport.drivers.aiokafka", "mode", "faust")
 
 
-def setup(level: str = "INFO") -> None:
-    logging.basicConfig(level=level, format=FORMAT)
-    # TensorFlow's C++ start-up chatter says nothing a user can act on.
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg (+ exc)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry).decode()
+
+
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the time of each record (as logging's own last-resort
+    handler does), so a swapped or captured stderr never leaves a handler on a closed stream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
+
+
+def dict_config(level: str = "INFO", fmt: str = "text") -> dict[str, Any]:
+    quiet = level if level == "DEBUG" else "WARNING"
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "text": {"format": TEXT_FORMAT},
+            "json": {"()": JsonFormatter},
+        },
+        "handlers": {"stderr": {"()": StderrHandler, "formatter": fmt}},
+        "root": {"level": level, "handlers": ["stderr"]},
+        # Faust and aiokafka narrate every start-up step at INFO; keep their warnings and errors.
+        "loggers": {name: {"level": quiet} for name in _NOISY},
+    }
+
+
+def setup(level: str = "INFO", fmt: str = "text") -> None:
+    """Configure the root logger. Not with dictConfig: that closes every existing handler, and
+    absl's (installed by TensorFlow) closes the stream it holds, which may not be ours."""
+    # TensorFlow's C++ start-up chatter says nothing a user can act on (must precede its import).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    for noisy in ("aiokafka", "faust.transport.drivers.aiokafka", "mode"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    config = dict_config(level, fmt)
+    handler = StderrHandler()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name, cfg in config["loggers"].items():
+        logging.getLogger(name).setLevel(cfg["level"])

@@ -6,7 +6,11 @@ Histogram buckets are in seconds (faust's sensor documents the ms-vs-seconds buc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from worker.codec import Prediction, Rejected
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -41,3 +45,17 @@ NOVEL = Counter(
 CONSUMER_LAG = Gauge(
     "textstream_consumer_lag", "Records not yet committed: end offset minus committed offset.", ["topic", "partition"],
 )
+
+
+def observe_batch(predictions: Sequence[Prediction], rejected: Sequence[Rejected], novelty_threshold: float) -> None:
+    """Count one processed batch: outcomes, labels, confidence, clusters, novel texts."""
+    if predictions:
+        MESSAGES.labels("labeled", "").inc(len(predictions))
+    for rej in rejected:
+        MESSAGES.labels("dead_lettered", rej.reason).inc()
+    for p in predictions:
+        PREDICTIONS.labels(p.label).inc()
+        CONFIDENCE.observe(p.confidence)
+        CLUSTERS.labels(str(p.cluster_id)).inc()
+        if p.cluster_similarity < novelty_threshold:
+            NOVEL.inc()

@@ -8,8 +8,11 @@ from typing import Any
 import orjson
 import pytest
 
-from worker.app import Serving, create_app
+from worker.app import create_app
 from worker.config import load_settings
+from worker.serving import Serving
+
+pytestmark = pytest.mark.timeout(120)
 
 
 class RecordingProducer:
@@ -31,9 +34,9 @@ class RecordingProducer:
 
 
 @pytest.fixture
-def app_and_producer(tiny_bundle: Any) -> tuple[Any, RecordingProducer]:
+def app_and_producer(tiny_registry: Any, tiny_bundle: Any) -> tuple[Any, RecordingProducer]:
     settings = load_settings(app_id="agent-test", batch_size=4, batch_max_wait=0.05, max_text_bytes=1000)
-    app = create_app(settings, Serving(tiny_bundle))
+    app = create_app(settings, Serving(tiny_registry, bundle=tiny_bundle))
     producer = RecordingProducer()
     app.producer = producer
     return app, producer

@@ -1,0 +1,35 @@
+"""Registry events on `texts.models`: the training job and `textstream models` announce a change so
+that every worker reloads within a second instead of at its next registry poll."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+logger = logging.getLogger(__name__)
+
+
+async def announce(bootstrap: str, topic: str, event: dict[str, Any], timeout_s: float = 10.0) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", request_timeout_ms=int(timeout_s * 1000))
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, orjson.dumps({**event, "at": time.time()}))
+    finally:
+        await producer.stop()
+
+
+def notify(bootstrap: str, topic: str, event: dict[str, Any]) -> bool:
+    """Announce `event`; a broker that does not answer is logged, not fatal: workers poll anyway."""
+    try:
+        asyncio.run(asyncio.wait_for(announce(bootstrap, topic, event), 15))
+    except Exception as exc:
+        logger.warning("could not announce %s on %s (workers will notice at their next registry poll): %s",
+                       event.get("event"), topic, exc)
+        return False
+    logger.info("announced %s on %s", event, topic)
+    return True
