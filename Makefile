@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test clean
+.PHONY: setup system-deps demo test clean
 
 setup: $(VENV)/.installed
 
@@ -20,7 +20,20 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/textstream demo
 
-test: setup
+# The tests also validate the deployment files with promtool, run a real Prometheus server and
+# check docker-compose.yml: Debian's prometheus and docker-compose packages provide those tools.
+system-deps:
+	@missing=""; for tool in prometheus promtool docker-compose; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian packages prometheus docker-compose (missing:$$missing)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus docker-compose >/dev/null; \
+	  else \
+	    echo "error: missing$$missing; install them with: sudo apt-get install prometheus docker-compose"; exit 1; \
+	  fi; \
+	fi
+
+test: setup system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

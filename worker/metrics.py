@@ -35,6 +35,8 @@ MODEL_VERSION = Gauge("textstream_model_version", "Model version being served (0
 MODEL_LOADED_AT = Gauge("textstream_model_loaded_timestamp_seconds", "Unix time the served version was loaded.")
 MODEL_LOAD_SECONDS = Gauge("textstream_model_load_seconds", "Seconds the served version took to verify, load and warm up.")
 RELOADS = Counter("textstream_model_reloads_total", "Model load attempts by result (success, failure).", ["result"])
+for _result in ("success", "failure"):
+    RELOADS.labels(_result)  # export 0 from the start, so increase() sees the first failure
 PREDICTIONS = Counter("textstream_predictions_total", "Labelled records by predicted label.", ["label"])
 CONFIDENCE = Histogram("textstream_confidence", "Confidence of the predicted label.", buckets=_UNIT_BUCKETS)
 CLUSTERS = Counter("textstream_cluster_assignments_total", "Labelled records by assigned cluster.", ["cluster"])
