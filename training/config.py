@@ -19,8 +19,9 @@ class ClassifierConfig:
     bidirectional: bool = True
     dropout: float = 0.3
     ngram_vocab: int = 200_000  # wide branch size; 0 = LSTM only
-    ngrams: int = 0  # wide branch n-gram order; 0 = auto (2 for spaced text, 3 for CJK characters)
-    epochs: int = 12  # most epochs; early stopping usually ends sooner
+    ngrams: int = 0  # wide branch n-gram order; 0 = auto: word 1–2-grams, or character 1–3-grams for CJK text
+    epochs: int = 12  # most LSTM epochs; early stopping usually ends sooner
+    wide_epochs: int = 8  # n-gram branch: a convex problem, trained to the end with a decaying rate
     patience: int = 2
     batch_size: int = 64
     learning_rate: float = 2e-3  # LSTM branch

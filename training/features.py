@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-from worker.layers import SublinearTfidf, standardize
+from worker.layers import SublinearTfidf, lowercase, standardize
 
 logger = logging.getLogger(__name__)
 
@@ -36,15 +36,14 @@ def unspaced_share(texts: Sequence[str], sample: int = 2000) -> float:
     return len(_UNSPACED_CHAR.findall(chunk)) / max(letters, 1)
 
 
-def auto_ngrams(texts: Sequence[str], spaced: int, unspaced: int) -> int:
-    """`unspaced` (character n-grams) when most letters are CJK-like, else `spaced` (word n-grams)."""
-    return unspaced if unspaced_share(texts) > 0.5 else spaced
-
-
-def tokens(texts: Sequence[str], ngrams: int = 1, batch: int = 512) -> Iterator[list[bytes]]:
-    """Each text's tokens (1..ngrams-grams), as the saved models compute them."""
+def tokens(texts: Sequence[str], ngrams: int = 1, characters: bool = False, batch: int = 512) -> Iterator[list[bytes]]:
+    """Each text's tokens (1..ngrams-grams of words, or of characters), as the saved models compute them."""
     for start in range(0, len(texts), batch):
-        words = tf.strings.split(standardize(tf.constant(list(texts[start:start + batch]))))
+        chunk = tf.constant(list(texts[start:start + batch]))
+        if characters:
+            words = tf.strings.unicode_split(lowercase(chunk), "UTF-8")
+        else:
+            words = tf.strings.split(standardize(chunk))
         if ngrams > 1:
             words = tf.strings.ngrams(words, ngram_width=tuple(range(1, ngrams + 1)), separator=" ")
         yield from words.to_list()
@@ -56,6 +55,7 @@ class Vocabulary:
     df: np.ndarray  # documents containing each term
     n_docs: int
     ngrams: int
+    characters: bool = False  # n-grams of characters (punctuation and spaces included), not of words
 
     def idf(self) -> np.ndarray:
         """Smoothed idf as scikit-learn computes it: ln((1 + n) / (1 + df)) + 1."""
@@ -72,11 +72,11 @@ def _keep(term: str, stop_words: frozenset[str], single_letters: bool) -> bool:
 
 def build_vocabulary(texts: Sequence[str], max_terms: int, ngrams: int = 1, min_df: int = 1,
                      max_df: float = 1.0, stop_words: frozenset[str] = frozenset(),
-                     single_letters: bool = True) -> Vocabulary:
+                     single_letters: bool = True, characters: bool = False) -> Vocabulary:
     """The `max_terms` most frequent terms among those in at least `min_df` and at most `max_df` of the texts."""
     tf_counts: Counter[bytes] = Counter()
     df_counts: Counter[bytes] = Counter()
-    for toks in tokens(texts, ngrams):
+    for toks in tokens(texts, ngrams, characters):
         tf_counts.update(toks)
         df_counts.update(set(toks))
     limit = max_df * len(texts)
@@ -86,14 +86,15 @@ def build_vocabulary(texts: Sequence[str], max_terms: int, ngrams: int = 1, min_
         if df < min_df or df > limit:
             continue
         term = raw.decode("utf-8", errors="replace")
-        if _keep(term, stop_words, single_letters):
+        if characters or _keep(term, stop_words, single_letters):
             candidates.append((count, term, df))
     candidates.sort(key=lambda c: (-c[0], c[1]))
     chosen = candidates[:max_terms]
     if not chosen:
         raise ValueError("no terms left to build a vocabulary from (texts too short or too few)")
     logger.debug("vocabulary ngrams=%d kept %d of %d terms", ngrams, len(chosen), len(tf_counts))
-    return Vocabulary([t for _, t, _ in chosen], np.array([d for _, _, d in chosen], dtype=np.float64), len(texts), ngrams)
+    return Vocabulary([t for _, t, _ in chosen], np.array([d for _, _, d in chosen], dtype=np.float64), len(texts),
+                      ngrams, characters)
 
 
 def sequence_vectorizer(vocab: Vocabulary, name: str = "tokens") -> Any:
@@ -104,7 +105,8 @@ def sequence_vectorizer(vocab: Vocabulary, name: str = "tokens") -> Any:
 def tfidf_features(vocab: Vocabulary, name: str) -> tuple[Any, Any]:
     """(counting vectoriser, sublinear TF-IDF layer) for a vocabulary; index 0 (out of vocabulary) weighs 0."""
     counts = keras.layers.TextVectorization(
-        standardize=standardize, vocabulary=vocab.terms, ngrams=vocab.ngrams if vocab.ngrams > 1 else None,
+        standardize=lowercase if vocab.characters else standardize, split="character" if vocab.characters else "whitespace",
+        vocabulary=vocab.terms, ngrams=vocab.ngrams if vocab.ngrams > 1 else None,
         output_mode="count", sparse=True, name=f"{name}_counts",
     )
     weights = SublinearTfidf(len(vocab.terms) + 1, name=f"{name}_tfidf")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ class ReportInput:
     data: dict[str, Any]
     settings: dict[str, Any]
     timings: dict[str, float]
+    branches: dict[str, Any] = field(default_factory=dict)  # {"accuracy": {...}, "weights": {...}}
 
 
 def _tick(label: str, i: int) -> str:
@@ -130,6 +131,12 @@ def markdown(r: ReportInput) -> str:
         else:
             composition.append([c, 0, "–", "–"])
     timing = ", ".join(f"{k} {v:.0f} s" for k, v in r.timings.items())
+    acc, w = r.branches.get("accuracy") or {}, r.branches.get("weights") or {}
+    branch_line = ""
+    if "ngrams" in acc and "lstm_weight" in w:
+        branch_line = (f"Each branch alone on this split: LSTM {acc['lstm']:.4f}, n-grams {acc['ngrams']:.4f}. "
+                       f"Their weights in the served model (chosen on the validation texts): "
+                       f"LSTM {w['lstm_weight']}, n-grams {w['ngram_weight']}.\n")
     settings = "\n".join(f"- `{k}`: {v}" for k, v in r.settings.items())
     corner = "true \\ predicted"
     return f"""# Model version report
@@ -144,6 +151,7 @@ Training time: {timing}.
 |---|---|
 | {cls['accuracy']:.4f} | {cls['macro_f1']:.4f} |
 
+{branch_line}
 {_table(['#', 'class', 'precision', 'recall', 'F1', 'support'], per_class)}
 
 Confusion matrix (rows: true class, columns: predicted class, in the order above):

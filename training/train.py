@@ -56,6 +56,10 @@ def _infer(classifier_model: Any, encoder: Any, texts: Sequence[str]) -> tuple[n
     return np.concatenate(probs), np.concatenate(emb)
 
 
+def _accuracy(model: Any, texts: Sequence[str], y: np.ndarray) -> float:
+    return round(float(np.mean(classifier.predict(model, texts).argmax(axis=1) == y)), 4)
+
+
 def _prepare(paths: Sequence[Path], eval_paths: Sequence[Path] | None, cfg: TrainConfig) -> dict[str, Any]:
     ds = data.load(paths, cfg.text_field, cfg.label_field, cfg.bad_rows)
     texts, labels = ds.texts, ds.labels
@@ -98,6 +102,11 @@ def train(paths: Sequence[Path], model_dir: Path, cfg: TrainConfig = TrainConfig
     fit_x, val_x, fit_y, val_y = _split(tr_x, tr_y, cfg.classifier.validation_fraction, cfg.seed)
     branches = classifier.build(fit_x, len(names), cfg.classifier)
     history = classifier.fit(branches, fit_x, fit_y, val_x, val_y, len(names), cfg.classifier)
+    # Each branch alone on the evaluation split, before they are weighed into one model.
+    branch_accuracy = {"lstm": _accuracy(branches.deep, te_x, te_y)}
+    if branches.wide is not None:
+        branch_accuracy["ngrams"] = _accuracy(branches.wide, te_x, te_y)
+    classifier.apply_mix(branches, history)
     timings["classifier"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -120,7 +129,8 @@ def train(paths: Sequence[Path], model_dir: Path, cfg: TrainConfig = TrainConfig
     decision = gate.decide(metrics["macro_f1"], current[1] if current else None, cfg.gate_tolerance, cfg.force,
                            current[0] if current else None)
     (logger.info if decision.publish else logger.warning)("%s", decision.describe())
-    details = {"classification": cls_eval, "clustering": clu_eval, "branch_weights": history.get("mix", [{}])[0]}
+    details = {"classification": cls_eval, "clustering": clu_eval, "branch_weights": history.get("mix", [{}])[0],
+               "branch_accuracy": branch_accuracy}
     if not decision.publish:
         return TrainResult(None, metrics, time.perf_counter() - started, decision, timings, details)
 
@@ -133,6 +143,7 @@ def train(paths: Sequence[Path], model_dir: Path, cfg: TrainConfig = TrainConfig
         report.write(folder, report.ReportInput(
             labels=names, classification=cls_eval, clustering=clu_eval, history=history, embeddings=emb,
             clusters=clusters, y_true=te_y, data=d["summary"], settings=_flat(asdict(cfg)), timings=timings,
+            branches={"accuracy": branch_accuracy, "weights": details["branch_weights"]},
         ))
         return {
             "labels": names,
