@@ -1,0 +1,208 @@
+"""Latency during a hot reload versus steady state, under load, in one run.
+
+Starts a local broker and one worker, sends records at a steady rate, publishes a new model version
+half-way (announced on the models topic), and compares end-to-end latency (input record timestamp →
+output record timestamp) of records sent in steady state with those sent while the new version was
+loaded and swapped in. Target: p99 during the swap <= 2 x steady p99.
+
+    .venv/bin/python bench/reload.py [--model-dir models] [--rate 200] [--seconds 40]
+
+Prints a table and writes bench/results/reload.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+import orjson
+from aiokafka import AIOKafkaProducer
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from worker import client, events, kafka_local, registry, topics  # noqa: E402
+
+TEXTS = [orjson.loads(line)["text"] for line in __import__("gzip").open(REPO / "data" / "bbc_news_test.jsonl.gz")]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def status(port: int) -> dict[str, object]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as resp:
+        return dict(json.loads(resp.read()))
+
+
+def republish(reg: Path) -> int:
+    """A new version with the same weights: the reload path is exercised in full."""
+    current = registry.serving_version(reg)
+
+    def build(folder: Path) -> dict[str, object]:
+        manifest = registry.read_manifest(reg / str(current))
+        for name in manifest["files"]:
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(reg / str(current) / name, folder / name)
+        return {k: v for k, v in manifest.items() if k not in ("format", "version", "created_at", "files")}
+
+    return registry.publish(reg, build)
+
+
+async def produce(bootstrap: str, topic: str, rate: float, seconds: float, sent: dict[str, float]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
+    await producer.start()
+    try:
+        start = time.monotonic()
+        i = 0
+        while (elapsed := time.monotonic() - start) < seconds:
+            due = int(elapsed * rate)
+            while i < due:
+                rid = f"r{i}"
+                value = orjson.dumps({"id": rid, "text": TEXTS[i % len(TEXTS)]})
+                sent[rid] = time.time()
+                await producer.send(topic, value, key=rid.encode())
+                i += 1
+            await asyncio.sleep(0.002)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) * 1000 if values else float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", type=Path, help="registry to copy (default: train one on BBC News)")
+    parser.add_argument("--rate", type=float, default=200.0, help="records per second")
+    parser.add_argument("--seconds", type=float, default=40.0, help="length of the stream")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "reload.md")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="textstream-bench-reload-"))
+    reg = work / "registry"
+    if args.model_dir:
+        v = registry.serving_version(args.model_dir)
+        reg.mkdir()
+        shutil.copytree(args.model_dir / str(v), reg / str(v))
+    else:
+        subprocess.run([sys.executable, "-m", "training.cli", "train", "--data",
+                        str(REPO / "data" / "bbc_news_train.jsonl.gz"), "--model-dir", str(reg)], check=True, cwd=REPO)
+
+    port, controller = free_port(), free_port()
+    cfg = kafka_local.BrokerConfig(run_dir=work / "kafka", port=port, controller_port=controller)
+    kafka_local.assemble(cfg)
+    kafka_local.start(cfg, fresh=True)
+    bootstrap = kafka_local.bootstrap(cfg)
+    ns = f"bench{uuid.uuid4().hex[:6]}"
+    web = free_port()
+    env = dict(os.environ, TEXTSTREAM_BROKER=bootstrap, TEXTSTREAM_MODEL_DIR=str(reg), TEXTSTREAM_APP_ID=ns,
+               TEXTSTREAM_INPUT_TOPIC=f"{ns}.raw", TEXTSTREAM_OUTPUT_TOPIC=f"{ns}.labeled",
+               TEXTSTREAM_DLQ_TOPIC=f"{ns}.dlq", TEXTSTREAM_LABEL_TOPIC_PREFIX=f"{ns}.label.",
+               TEXTSTREAM_MODELS_TOPIC=f"{ns}.models", TEXTSTREAM_WEB_PORT=str(web),
+               TEXTSTREAM_RELOAD_INTERVAL="3600", TF_CPP_MIN_LOG_LEVEL="2")
+    log = (work / "worker.log").open("wb")
+    worker = subprocess.Popen([sys.executable, "-m", "worker", "worker"], cwd=REPO, env=env, stdout=log,
+                              stderr=subprocess.STDOUT)
+    try:
+        asyncio.run(topics.ensure_topics(bootstrap, [f"{ns}.raw"], 4))
+        deadline = time.time() + 120
+        while True:
+            try:
+                if status(web)["ready"]:
+                    break
+            except OSError:
+                pass
+            if time.time() > deadline or worker.poll() is not None:
+                raise SystemExit(f"worker did not become ready; log: {work / 'worker.log'}")
+            time.sleep(0.3)
+
+        sent: dict[str, float] = {}
+        swap: dict[str, float] = {}
+
+        async def run() -> None:
+            stream = asyncio.create_task(produce(bootstrap, f"{ns}.raw", args.rate, args.seconds, sent))
+            await asyncio.sleep(args.seconds / 2)
+            swap["published"] = time.time()
+            v2 = await asyncio.to_thread(republish, reg)
+            await events.announce(bootstrap, f"{ns}.models", {"event": "published", "version": v2})
+            while (await asyncio.to_thread(status, web))["model_version"] != v2:
+                await asyncio.sleep(0.05)
+            swap["served"] = time.time()
+            await stream
+
+        asyncio.run(run())
+        records = asyncio.run(_collect(bootstrap, f"{ns}.labeled", len(sent)))
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+        kafka_local.stop(cfg)
+
+    latency: dict[str, float] = {}
+    versions: dict[str, int] = {}
+    for rec in records:
+        out = orjson.loads(rec.value or b"")
+        latency[out["id"]] = rec.timestamp - sent[out["id"]]
+        versions[out["id"]] = out["model_version"]
+    warmup = min(sent.values()) + 5
+    steady = [lat for rid, lat in latency.items() if warmup <= sent[rid] < swap["published"]]
+    during = [lat for rid, lat in latency.items() if swap["published"] <= sent[rid] <= swap["served"] + 1.0]
+    ratio = pct(during, 99) / pct(steady, 99)
+    rows = [
+        ("steady state", len(steady), pct(steady, 50), pct(steady, 99), max(steady) * 1000),
+        ("during the swap", len(during), pct(during, 50), pct(during, 99), max(during) * 1000),
+    ]
+    lines = [
+        "# Hot reload latency",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"Load: {args.rate:.0f} records/s for {args.seconds:.0f} s ({len(sent)} records, BBC News texts), one worker, "
+        f"4 partitions, default batch settings. New version published at t={args.seconds / 2:.0f} s; "
+        f"published → serving took {swap['served'] - swap['published']:.2f} s.",
+        f"Outputs: {len(latency)} of {len(sent)} inputs, versions {sorted(set(versions.values()))}.",
+        "",
+        "| window | records | p50 ms | p99 ms | max ms |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        *[f"| {name} | {n} | {p50:.1f} | {p99:.1f} | {mx:.1f} |" for name, n, p50, p99, mx in rows],
+        "",
+        f"p99 during the swap / steady p99 = **{ratio:.2f}** (target <= 2.0).",
+        "",
+        "Latency = output record timestamp - time the input was handed to the producer; \"during the swap\" = inputs "
+        "sent from the publish until 1 s after the worker reported the new version.",
+    ]
+    report = "\n".join(lines) + "\n"
+    print(report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report)
+    missing = len(sent) - len(latency)
+    return 0 if missing == 0 else 1
+
+
+async def _collect(bootstrap: str, topic: str, expected: int) -> list[client.Record]:
+    records: list[client.Record] = []
+    async for rec in client.follow(bootstrap, [topic], idle_timeout=15, max_records=expected):
+        records.append(rec)
+    return records
+
+
+if __name__ == "__main__":
+    sys.exit(main())
