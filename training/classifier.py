@@ -67,6 +67,7 @@ class Branches:
     wide: Any | None  # strings → SVM margins per class; None without a wide branch
     deep_head: Any  # the Dense layers producing each branch's logits, rescaled by `apply_mix`
     wide_head: Any | None
+    wide_features: tuple[Any, Any] | None = None  # (counting vectoriser, TF-IDF layer) of the wide branch
 
 
 def build(train_texts: Sequence[str], n_labels: int, cfg: ClassifierConfig) -> Branches:
@@ -85,28 +86,41 @@ def build(train_texts: Sequence[str], n_labels: int, cfg: ClassifierConfig) -> B
     deep = keras.Model(text, keras.layers.Activation("softmax", name="deep_scores")(deep_logits), name="deep")
     if cfg.ngram_vocab <= 0:
         classifier = keras.Model(text, keras.layers.Activation("softmax", name="scores")(deep_logits), name="classifier")
-        return Branches(classifier, deep, None, deep_head, None)
+        return Branches(classifier, deep, None, deep_head, None, None)
     characters = features.unspaced_share(train_texts) > 0.5
     ngrams = cfg.ngrams or (3 if characters else 2)
     wide_vocab = features.build_vocabulary(train_texts, cfg.ngram_vocab, ngrams=ngrams, characters=characters)
     counts, tfidf = features.tfidf_features(wide_vocab, "ngram")
-    # A linear SVM's objective: 0.5·|w|² + C·Σ squared hinge, divided by C·n to be a mean per text.
-    l2 = 1.0 / (2.0 * cfg.wide_c * len(train_texts))
-    wide_head = keras.layers.Dense(n_labels, kernel_regularizer=keras.regularizers.L2(l2), name="wide_logits")
+    wide_head = keras.layers.Dense(n_labels, name="wide_logits")  # weights come from `fit_svm`
     wide_logits = wide_head(tfidf(counts(text)))
     wide = keras.Model(text, wide_logits, name="wide")
     logits = keras.layers.Add(name="logits")([deep_logits, wide_logits])
     classifier = keras.Model(text, keras.layers.Activation("softmax", name="scores")(logits), name="classifier")
     logger.info("classifier: LSTM vocabulary %d, n-gram branch %d %s 1–%d-grams", len(vocab.terms), len(wide_vocab.terms),
                 "character" if characters else "word", ngrams)
-    return Branches(classifier, deep, wide, deep_head, wide_head)
+    return Branches(classifier, deep, wide, deep_head, wide_head, (counts, tfidf))
 
 
-def ovr_squared_hinge(y_true: Any, scores: Any) -> Any:
-    """One-vs-rest squared hinge on class indices (LinearSVC's loss): each class score is a margin."""
-    n = tf.shape(scores)[-1]
-    signs = 2.0 * tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), "int32"), n) - 1.0
-    return tf.reduce_sum(tf.square(tf.nn.relu(1.0 - signs * scores)), axis=-1)
+def fit_svm(branches: Branches, texts: Sequence[str], y: np.ndarray, n_labels: int, c: float) -> None:
+    """Fit the wide branch exactly: a linear SVM (liblinear) on the features the model computes.
+
+    Its objective is convex, so an exact solver beats mini-batch Adam on it (SMS: 0.995 vs 0.990
+    after 8 epochs); the solution is copied into the model's Dense layer, which computes the same
+    margins from raw strings.
+    """
+    from sklearn.svm import LinearSVC
+
+    assert branches.wide_features is not None and branches.wide_head is not None
+    x = features.tfidf_matrix(*branches.wide_features, texts)
+    svm = LinearSVC(C=c).fit(x, y)
+    coef, intercept = svm.coef_, svm.intercept_
+    if coef.shape[0] == 1:  # binary: one margin for classes_[1]; class 0 gets its negative
+        coef, intercept = np.vstack([-coef, coef]), np.concatenate([-intercept, intercept])
+    kernel = np.zeros((x.shape[1], n_labels), dtype=np.float32)
+    bias = np.full(n_labels, -10.0, dtype=np.float32)  # a class absent from the training texts never wins
+    for row, label in enumerate(svm.classes_):
+        kernel[:, label], bias[label] = coef[row], intercept[row]
+    branches.wide_head.set_weights([kernel, bias])
 
 
 def by_length(texts: Sequence[str], y: np.ndarray, batch_size: int, shuffle: bool, seed: int = 0) -> Any:
@@ -122,17 +136,14 @@ def by_length(texts: Sequence[str], y: np.ndarray, batch_size: int, shuffle: boo
     return data.prefetch(2)
 
 
-def _fit_one(model: Any, name: str, lr: Any, loss: Any, epochs: int, early_stopping: bool, texts: Sequence[str],
-             y: np.ndarray, val_texts: Sequence[str], val_y: np.ndarray, weights: dict[int, float] | None,
-             cfg: ClassifierConfig) -> list[dict[str, float]]:
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss,
+def _fit_lstm(model: Any, texts: Sequence[str], y: np.ndarray, val_texts: Sequence[str], val_y: np.ndarray,
+              weights: dict[int, float] | None, cfg: ClassifierConfig) -> list[dict[str, float]]:
+    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="sparse_categorical_crossentropy",
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-    progress = EpochProgress(name, epochs)
-    callbacks: list[Any] = [progress]
-    if early_stopping:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True))
+    progress = EpochProgress("classifier[lstm]", cfg.epochs)
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True)
     model.fit(by_length(texts, y, cfg.batch_size, shuffle=True), validation_data=by_length(val_texts, val_y, 256, False),
-              epochs=epochs, verbose=0, shuffle=False, class_weight=weights, callbacks=callbacks)
+              epochs=cfg.epochs, verbose=0, shuffle=False, class_weight=weights, callbacks=[progress, stop])
     return progress.history
 
 
@@ -170,26 +181,28 @@ def _scale(head: Any, factor: float) -> None:
 
 def fit(branches: Branches, texts: Sequence[str], y: np.ndarray, val_texts: Sequence[str], val_y: np.ndarray,
         n_labels: int, cfg: ClassifierConfig) -> dict[str, list[dict[str, float]]]:
-    """Train each branch on its own, then choose their weights on the validation texts (see `mix`).
+    """Train each branch on its own, then choose their weights on the validation texts (see `_mix`).
 
     Trained together, the wide branch memorises the training set within an epoch and the LSTM
     then learns nothing useful (BBC: 0.95 joint vs 0.98 for the wide branch alone); trained apart,
-    each is a complete classifier and the mix keeps what each adds. The wide branch is a linear SVM
-    (squared hinge + L2), which beats a softmax regression on the same n-grams (SMS: 0.992 vs 0.987);
-    its objective is convex, so it trains to the end with a decaying rate instead of stopping early.
-    Returns per-epoch metrics per branch and, under "mix", the chosen weights.
+    each is a complete classifier and the mix keeps what each adds. The wide branch is a linear SVM,
+    which beats a softmax regression on the same n-grams (SMS: 0.992 vs 0.987). Class weights apply
+    to the LSTM only: at its optimum an SVM trades accuracy for the small class's recall.
+    Returns per-epoch metrics of the LSTM, the SVM's accuracies, and, under "mix", the weights.
     """
-    weights = class_weights(y, n_labels, cfg.class_weight)
-    history = {"deep": _fit_one(branches.deep, "classifier[lstm]", cfg.learning_rate, "sparse_categorical_crossentropy",
-                                cfg.epochs, True, texts, y, val_texts, val_y, weights, cfg)}
+    started = time.perf_counter()
+    history = {"deep": _fit_lstm(branches.deep, texts, y, val_texts, val_y,
+                                 class_weights(y, n_labels, cfg.class_weight), cfg)}
     if branches.wide is None:
         return history
-    steps = cfg.wide_epochs * -(-len(texts) // cfg.batch_size)
-    rate = keras.optimizers.schedules.CosineDecay(cfg.wide_learning_rate, steps)
-    history["wide"] = _fit_one(branches.wide, "classifier[ngrams]", rate, ovr_squared_hinge, cfg.wide_epochs, False,
-                               texts, y, val_texts, val_y, weights, cfg)
+    fit_svm(branches, texts, y, n_labels, cfg.wide_c)
+    wide_val = predict(branches.wide, val_texts)
+    history["wide"] = [{"accuracy": float(np.mean(predict(branches.wide, texts).argmax(axis=1) == y)),
+                        "val_accuracy": float(np.mean(wide_val.argmax(axis=1) == val_y))}]
+    logger.info("classifier[ngrams] linear SVM accuracy=%.4f val_accuracy=%.4f elapsed=%.0fs",
+                history["wide"][0]["accuracy"], history["wide"][0]["val_accuracy"], time.perf_counter() - started)
     deep_logp = np.log(np.maximum(predict(branches.deep, val_texts), 1e-12))
-    a, b, accuracy = _mix(deep_logp, predict(branches.wide, val_texts), val_y)
+    a, b, accuracy = _mix(deep_logp, wide_val, val_y)
     logger.info("classifier branch weights on validation: lstm=%.2f ngrams=%.2f (val_accuracy=%.4f)", a, b, accuracy)
     history["mix"] = [{"lstm_weight": a, "ngram_weight": b, "val_accuracy": accuracy}]
     return history

@@ -46,11 +46,6 @@ class Clusterer:
     history: list[dict[str, float]]  # per stage/iteration figures for the report
 
 
-def _to_scipy(batch: Any) -> sp.csr_matrix:
-    idx = batch.indices.numpy()
-    return sp.csr_matrix((batch.values.numpy(), (idx[:, 0], idx[:, 1])), shape=tuple(batch.dense_shape.numpy()))
-
-
 def _sparse(x: sp.csr_matrix) -> tf.SparseTensor:
     coo = x.tocoo()
     return tf.SparseTensor(np.stack([coo.row, coo.col], axis=1).astype(np.int64), coo.data.astype(np.float32),
@@ -129,8 +124,7 @@ def fit(texts: Sequence[str], n_clusters: int, cfg: ClustererConfig, seed: int =
                                       max_df=0.5, stop_words=features.STOP_WORDS, single_letters=False,
                                       characters=characters)
     counts, tfidf = features.tfidf_features(vocab, "cluster")
-    x = sp.vstack([_to_scipy(tfidf(counts(tf.constant(list(texts[i:i + 1024])))))
-                   for i in range(0, len(texts), 1024)]).tocsr()
+    x = features.tfidf_matrix(counts, tfidf, texts)
     dim = min(cfg.latent_dim, x.shape[1] - 1, len(texts) - 1)
     logger.info("clusterer: %d texts, %d TF-IDF terms (%s 1–%d-grams), latent %d, k=%d", len(texts), x.shape[1],
                 "character" if characters else "word", ngrams, dim, n_clusters)

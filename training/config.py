@@ -21,14 +21,12 @@ class ClassifierConfig:
     ngram_vocab: int = 200_000  # wide branch size; 0 = LSTM only
     ngrams: int = 0  # wide branch n-gram order; 0 = auto: word 1–2-grams, or character 1–3-grams for CJK text
     epochs: int = 12  # most LSTM epochs; early stopping usually ends sooner
-    wide_epochs: int = 8  # n-gram branch: a convex problem, trained to the end with a decaying rate
     patience: int = 2
     batch_size: int = 64
     learning_rate: float = 2e-3  # LSTM branch
-    wide_learning_rate: float = 2e-2  # n-gram branch: a linear model over 10^5 sparse features
-    wide_c: float = 1.0  # inverse L2 strength of the n-gram branch's SVM objective (as LinearSVC's C)
-    validation_fraction: float = 0.1  # of the training texts, for early stopping
-    class_weight: ClassWeight = "auto"  # auto: balanced when the largest class is 3x the smallest
+    wide_c: float = 1.0  # C of the n-gram branch's linear SVM (inverse regularisation strength)
+    validation_fraction: float = 0.1  # of the training texts: LSTM early stopping, branch weights
+    class_weight: ClassWeight = "auto"  # LSTM; auto: balanced when the largest class is 3x the smallest
 
 
 @dataclass(frozen=True)

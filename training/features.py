@@ -9,7 +9,6 @@ min_df / max_df / stop words and the idf weights of sublinear TF-IDF.
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -18,6 +17,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import scipy.sparse as sp
 import tensorflow as tf
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
@@ -114,8 +114,11 @@ def tfidf_features(vocab: Vocabulary, name: str) -> tuple[Any, Any]:
     return counts, weights
 
 
-def percentile_length(texts: Sequence[str], q: float = 90.0) -> int:
-    """Token count at the q-th percentile (sampled), to report how much a sequence length cuts."""
-    sample = list(texts[:: max(1, len(texts) // 2000)])
-    lengths = [len(t) for t in tokens(sample)]
-    return int(math.ceil(float(np.percentile(lengths, q)))) if lengths else 0
+def tfidf_matrix(counts: Any, tfidf: Any, texts: Sequence[str], batch: int = 1024) -> sp.csr_matrix:
+    """The TF-IDF rows the layers compute for `texts`, as one scipy sparse matrix."""
+    parts = []
+    for start in range(0, len(texts), batch):
+        rows = tfidf(counts(tf.constant(list(texts[start:start + batch]))))
+        idx = rows.indices.numpy()
+        parts.append(sp.csr_matrix((rows.values.numpy(), (idx[:, 0], idx[:, 1])), shape=tuple(rows.dense_shape.numpy())))
+    return sp.vstack(parts).tocsr()
