@@ -16,8 +16,8 @@ logger = logging.getLogger(__name__)
 
 async def announce(bootstrap: str, topic: str, event: dict[str, Any], timeout_s: float = 10.0) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", request_timeout_ms=int(timeout_s * 1000))
-    await producer.start()
     try:
+        await producer.start()
         await producer.send_and_wait(topic, orjson.dumps({**event, "at": time.time()}))
     finally:
         await producer.stop()
