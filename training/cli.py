@@ -28,7 +28,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         classifier=ClassifierConfig(
             vocab_size=args.vocab_size, sequence_length=args.sequence_length, head_fraction=args.head_fraction,
             embedding_dim=args.embedding_dim, lstm_units=args.lstm_units, bidirectional=args.bidirectional,
-            dropout=args.dropout, ngram_vocab=args.ngram_vocab, ngrams=args.ngrams, epochs=args.epochs,
+            dropout=args.dropout, ngram_vocab=args.ngram_vocab, ngrams=args.ngrams, wide_c=args.svm_c, epochs=args.epochs,
             patience=args.patience, batch_size=args.batch_size, learning_rate=args.learning_rate,
             validation_fraction=args.validation_fraction, class_weight=args.class_weight,
         ),
@@ -69,6 +69,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.model_dir, REPO_DATA)
 
 
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except where there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or action.required:
+            return action.help or ""
+        return str(super()._get_help_string(action))
+
+
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     c, k = ClassifierConfig, ClustererConfig
     p = sub.add_parser(
@@ -78,7 +87,7 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
                     "Trains the classifier (LSTM + n-gram branches) and the unsupervised clusterer "
                     "(autoencoder + DEC), evaluates both on held-out texts, writes a report, and publishes the "
                     f"next version if the quality gate agrees (exit status {EXIT_GATE_REFUSED} if it does not).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Defaults,
     )
     g = p.add_argument_group("data")
     g.add_argument("--data", nargs="+", required=True, metavar="PATH", help="training files or directories")
@@ -92,12 +101,12 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
                    help="unreadable rows: skip them (reported with line numbers) or fail")
     g.add_argument("--test-size", type=float, default=0.15, help="share held out for evaluation")
     g.add_argument("--max-rows", type=int, help="train on a stratified sample of this many rows")
-    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--seed", type=int, default=42, help="for splits, initial weights and k-means")
 
     g = p.add_argument_group("classifier")
-    g.add_argument("--epochs", type=int, default=c.epochs, help="most epochs per branch (early stopping)")
+    g.add_argument("--epochs", type=int, default=c.epochs, help="most LSTM epochs (early stopping on validation loss)")
     g.add_argument("--patience", type=int, default=c.patience, help="epochs without validation improvement")
-    g.add_argument("--batch-size", type=int, default=c.batch_size)
+    g.add_argument("--batch-size", type=int, default=c.batch_size, help="LSTM batch size")
     g.add_argument("--learning-rate", type=float, default=c.learning_rate, help="LSTM branch")
     g.add_argument("--validation-fraction", type=float, default=c.validation_fraction,
                    help="of the training texts, for early stopping and weighing the branches")
@@ -105,15 +114,17 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     g.add_argument("--sequence-length", type=int, default=c.sequence_length, help="tokens per text for the LSTM")
     g.add_argument("--head-fraction", type=float, default=c.head_fraction,
                    help="of a long text's tokens taken from its start (the rest from its end)")
-    g.add_argument("--embedding-dim", type=int, default=c.embedding_dim)
-    g.add_argument("--lstm-units", type=int, default=c.lstm_units)
-    g.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=c.bidirectional)
-    g.add_argument("--dropout", type=float, default=c.dropout)
-    g.add_argument("--ngram-vocab", type=int, default=c.ngram_vocab, help="n-gram branch size; 0: LSTM only")
+    g.add_argument("--embedding-dim", type=int, default=c.embedding_dim, help="token embedding size")
+    g.add_argument("--lstm-units", type=int, default=c.lstm_units, help="LSTM units per direction")
+    g.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=c.bidirectional,
+                   help="read each text in both directions")
+    g.add_argument("--dropout", type=float, default=c.dropout, help="on the pooled LSTM states")
+    g.add_argument("--ngram-vocab", type=int, default=c.ngram_vocab, help="n-gram (linear SVM) branch size; 0: LSTM only")
     g.add_argument("--ngrams", type=int, default=c.ngrams,
                    help="n-gram order; 0: 2 (words), or 3 (characters) for CJK text")
+    g.add_argument("--svm-c", type=float, default=c.wide_c, help="C of the n-gram branch's linear SVM")
     g.add_argument("--class-weight", choices=["auto", "balanced", "none"], default=c.class_weight,
-                   help="auto: balanced when the largest class is 3x the smallest")
+                   help="LSTM class weights; auto: balanced when the largest class is 3x the smallest")
 
     g = p.add_argument_group("clusterer")
     g.add_argument("--n-clusters", type=int, help="default: the number of labels")

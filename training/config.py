@@ -7,6 +7,7 @@ from typing import Literal
 
 ClassWeight = Literal["auto", "balanced", "none"]
 BadRows = Literal["skip", "fail"]
+Align = Literal["auto", "always", "never"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class ClustererConfig:
     ae_learning_rate: float = 1e-4
     kmeans_inits: int = 20
     dec_iterations: int = 10  # target updates (one pass over the texts each)
+    # First DEC target = the k-means partition (else DEC starts from the cosine assignment);
+    # auto: when k-means found clusters of very different sizes (largest ≥ 3x smallest).
+    align: Align = "auto"
     dec_learning_rate: float = 1e-3
     dec_tolerance: float = 0.001  # stop when fewer than this share of texts change cluster
     dec_balance: float = 0.5  # β in P = Q²/f^β; 1 is DEC's original, 0 plain sharpening

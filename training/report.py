@@ -76,10 +76,17 @@ def plot_curves(path: Path, history: dict[str, list[dict[str, float]]]) -> None:
     plt = _plt()
     stages = [s for s in ("deep", "wide", "clusterer") if history.get(s)]
     fig, axes = plt.subplots(1, max(len(stages), 1), figsize=(4.5 * max(len(stages), 1), 3.5), squeeze=False)
-    titles = {"deep": "classifier: LSTM branch", "wide": "classifier: n-gram branch", "clusterer": "clusterer"}
+    titles = {"deep": "classifier: LSTM branch", "wide": "classifier: n-gram branch (linear SVM)", "clusterer": "clusterer"}
     for ax, stage in zip(axes[0], stages, strict=False):
         rows = history[stage]
         keys = list(dict.fromkeys(k for r in rows for k in r if k not in ("stage", "epoch", "changed")))
+        if len(rows) == 1:  # fitted in one go (the SVM): its figures as bars
+            ax.bar(keys, [rows[0][k] for k in keys], color="tab:blue")
+            for i, key in enumerate(keys):
+                ax.text(i, rows[0][key], f"{rows[0][key]:.4f}", ha="center", va="bottom", fontsize=8)
+            ax.set_ylim(0, 1.1)
+            ax.set_title(titles[stage])
+            continue
         for key in keys:
             ax.plot(range(1, len(rows) + 1), [r.get(key, np.nan) for r in rows], marker="o", markersize=3, label=key)
         ax.set_title(titles[stage])
