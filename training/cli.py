@@ -57,6 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.version is None:
         print(f"not published; took {result.seconds:.0f}s ({took})")
         return EXIT_GATE_REFUSED
+    registry_cli.announce(args, {"event": "published", "version": result.version})
     print(f"published version {result.version} to {args.model_dir} in {result.seconds:.0f}s ({took}); "
           f"report: {args.model_dir / str(result.version) / 'report' / 'report.md'}")
     return 0
@@ -139,6 +140,8 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     g.add_argument("--gate-tolerance", type=float, default=0.01,
                    help="publish only if macro-F1 >= the served version's (on the same texts) minus this")
     g.add_argument("--force", action="store_true", help="publish even if the quality gate refuses")
+    g.add_argument("--no-announce", dest="announce", action="store_false",
+                   help="do not announce the new version on TEXTSTREAM_MODELS_TOPIC (workers still find it by polling)")
     p.set_defaults(func=cmd_train)
 
 

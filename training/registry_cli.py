@@ -1,17 +1,21 @@
-"""`textstream models list|show|pin|unpin|rollback|prune`: the registry seen and handled from a shell."""
+"""`textstream models list|show|pin|unpin|rollback|prune|status`: the registry seen and handled from a
+shell, and the running workers' view of it."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from worker import registry
-from worker.errors import RegistryError
+from worker import config, events, registry
+from worker.errors import RegistryError, TextstreamError
 
 
 def _default_model_dir() -> Path:
@@ -89,9 +93,47 @@ def show_text(root: Path, e: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def announce(args: argparse.Namespace, event: dict[str, Any]) -> None:
+    """Tell running workers on TEXTSTREAM_MODELS_TOPIC; they also poll, so a missing broker only delays them."""
+    if getattr(args, "announce", True):
+        settings = config.load_settings()
+        events.notify(settings.bootstrap_servers, settings.models_topic, {**event, "registry": str(args.model_dir)})
+
+
+def worker_status(url: str) -> dict[str, Any]:
+    """A running worker's /status, or what went wrong asking for it."""
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/status", timeout=5) as resp:
+            body: dict[str, Any] = orjson.loads(resp.read())
+    except (urllib.error.URLError, OSError, orjson.JSONDecodeError) as exc:
+        return {"worker": url, "error": str(getattr(exc, "reason", exc))}
+    return {"worker": url, **body}
+
+
+def status_table(rows: list[dict[str, Any]]) -> str:
+    def when(ts: object) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if isinstance(ts, int | float) else "–"
+
+    lines = [f"{'worker':<28} {'version':>7}  {'loaded at':<19} {'load s':>6} {'reloads ok/failed':>17}  last reload error"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['worker']:<28} {'?':>7}  unreachable: {r['error']}")
+            continue
+        reloads = r.get("reloads", {})
+        lines.append(f"{r['worker']:<28} {_fmt(r.get('model_version')):>7}  {when(r.get('loaded_at')):<19} "
+                     f"{r.get('load_seconds', 0):>6.2f} {reloads.get('success', 0):>8}/{reloads.get('failure', 0):<8}  "
+                     f"{r.get('last_error') or '–'}")
+    return "\n".join(lines)
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     root: Path = args.model_dir
     action = args.action
+    if action == "status":
+        urls = args.worker or [f"http://127.0.0.1:{config.load_settings().web_port}"]
+        rows = [worker_status(url) for url in urls]
+        _json(rows) if args.json else print(status_table(rows))
+        return 0 if all("error" not in r for r in rows) else 1
     if action == "list":
         entries = registry.describe(root)
         if args.json:
@@ -113,15 +155,18 @@ def cmd_models(args: argparse.Namespace) -> int:
         if args.version is None:
             raise RegistryError("pin needs a version: textstream models pin VERSION")
         registry.pin(root, args.version)
+        announce(args, {"event": "pinned", "version": args.version})
         _report(args, {"pinned": args.version}, f"pinned {root} to version {args.version}; workers serve it")
     elif action == "unpin":
         had = registry.unpin(root)
+        announce(args, {"event": "unpinned"})
         serving = registry.serving_version(root) if registry.versions(root) else None
         _report(args, {"unpinned": had, "serving": serving},
                 f"{'removed the pin' if had else 'nothing was pinned'}; workers serve the highest version ({serving})")
     elif action == "rollback":
         before = registry.serving_version(root)
         after = registry.rollback(root)
+        announce(args, {"event": "rolled_back", "version": after})
         _report(args, {"from": before, "pinned": after},
                 f"rolled back {root} from version {before} to {after} (pinned; `textstream models unpin` to undo)")
     elif action == "prune":
@@ -138,16 +183,22 @@ def _report(args: argparse.Namespace, payload: dict[str, Any], text: str) -> Non
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
-        "models", help="list, inspect, pin, roll back and prune model versions",
+        "models", help="list, inspect, pin, roll back and prune model versions; see what workers serve",
         description="Operate the model registry. Workers serve the pinned version if any, else the highest. "
                     "rollback pins the highest version below the one being served; prune keeps the newest "
-                    "--keep versions and always the one being served.",
+                    "--keep versions and always the one being served. pin, unpin and rollback announce the "
+                    "change on TEXTSTREAM_MODELS_TOPIC so running workers reload at once. status asks running "
+                    "workers (--worker URL) which version they serve, since when, and their last reload error.",
     )
-    p.add_argument("action", choices=["list", "show", "pin", "unpin", "rollback", "prune"])
+    p.add_argument("action", choices=["list", "show", "pin", "unpin", "rollback", "prune", "status"])
     p.add_argument("version", nargs="?", type=int, help="for show (default: the served version) and pin")
     p.add_argument("--model-dir", type=Path, default=_default_model_dir(),
                    help="model registry (default: TEXTSTREAM_MODEL_DIR or ./models)")
     p.add_argument("--keep", type=int, default=3, help="prune: how many of the newest versions to keep (default 3)")
     p.add_argument("--dry-run", action="store_true", help="prune: only say what would be removed")
+    p.add_argument("--worker", action="append", metavar="URL",
+                   help="status: a worker's HTTP address (repeatable; default http://127.0.0.1:TEXTSTREAM_WEB_PORT)")
+    p.add_argument("--no-announce", dest="announce", action="store_false",
+                   help="pin/unpin/rollback: do not announce the change on TEXTSTREAM_MODELS_TOPIC")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_models)

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.factories import copy_registry
+from tests.factories import copy_registry, free_ports
 from tests.integration.conftest import Stack, Worker, wait_until
 from worker import events, registry
 
@@ -156,3 +156,32 @@ def test_one_event_switches_every_worker_of_the_group(stack: Stack, reg: Path) -
     assert events.notify(stack.bootstrap, f"{stack.ns}.models", {"event": "published", "version": v2})
     for w in workers:
         wait_until(serves(w, v2), 15, f"worker :{w.port} on version {v2}")
+
+
+def test_models_commands_announce_and_status_shows_the_workers(
+    stack: Stack, reg: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.cli import main
+
+    worker = stack.start_worker(TEXTSTREAM_RELOAD_INTERVAL="3600")  # only announcements can switch it
+    stack.wait_ready(worker)
+    v2 = stage_version(reg)
+    monkeypatch.setenv("TEXTSTREAM_BROKER", stack.bootstrap)
+    monkeypatch.setenv("TEXTSTREAM_MODELS_TOPIC", f"{stack.ns}.models")
+    url = f"http://127.0.0.1:{worker.port}"
+
+    assert main(["models", "pin", str(v2), "--model-dir", str(reg)]) == 0
+    wait_until(serves(worker, v2), 15, "pinned version served after the announcement")
+    assert main(["models", "rollback", "--model-dir", str(reg)]) == 0
+    wait_until(serves(worker, 1), 15, "rolled-back version served after the announcement")
+    capsys.readouterr()
+
+    assert main(["models", "status", "--worker", url, "--json"]) == 0
+    (row,) = orjson.loads(capsys.readouterr().out)
+    assert row["worker"] == url and row["model_version"] == 1 and row["reloads"]["success"] == 3
+    assert row["last_error"] is None and row["loaded_at"] > 0
+
+    dead = f"http://127.0.0.1:{free_ports(1)[0]}"
+    assert main(["models", "status", "--worker", url, "--worker", dead]) == 1
+    table = capsys.readouterr().out
+    assert url in table and f"{dead}" in table and "unreachable" in table
