@@ -114,12 +114,13 @@ def print_tables(labeled: list[Record], dead: list[Record], label_prefix: str, o
         print(line, file=out)  # type: ignore[call-overload]
 
     emit(f"\n{len(labeled)} labelled records (each also on its label's topic):")
-    emit(f"  {'id':<12} {'expected':<13} {'label':<13} {'conf':>5} {'cluster':>7}  {'routed to':<22} text")
-    for rec in labeled:
-        out_rec = orjson.loads(rec.value or b"{}")
+    outputs = [orjson.loads(rec.value or b"{}") for rec in labeled]
+    width = max([len("routed to")] + [len(label_topic(label_prefix, o["label"])) for o in outputs])
+    emit(f"  {'id':<12} {'expected':<13} {'label':<13} {'conf':>5} {'cluster':>7}  {'routed to':<{width}} text")
+    for out_rec in outputs:
         emit(f"  {out_rec['id']:<12} {out_rec.get('expected', ''):<13} {out_rec['label']:<13} "
              f"{out_rec['confidence']:>5.2f} {out_rec['cluster_id']:>7}  "
-             f"{label_topic(label_prefix, out_rec['label']):<22} {snippet(out_rec['text'], 50)}")
+             f"{label_topic(label_prefix, out_rec['label']):<{width}} {snippet(out_rec['text'], 50)}")
     emit(f"\n{len(dead)} dead-lettered records (original bytes kept, reason in the headers):")
     emit(f"  {'reason':<16} {'bytes':>7}  {'detail':<45} original value")
     for rec in dead:
