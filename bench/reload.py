@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
 import json
 import os
 import platform
@@ -30,12 +31,10 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from worker import client, events, kafka_local, registry, topics
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from worker import client, events, kafka_local, registry, topics  # noqa: E402
-
-TEXTS = [orjson.loads(line)["text"] for line in __import__("gzip").open(REPO / "data" / "bbc_news_test.jsonl.gz")]
+TEXTS = [orjson.loads(line)["text"] for line in gzip.open(REPO / "data" / "bbc_news_test.jsonl.gz")]
 
 
 def free_port() -> int:
