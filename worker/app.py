@@ -241,6 +241,13 @@ def run(settings: Settings, serving: Serving) -> None:
     """Run the worker until SIGTERM/SIGINT (Faust's worker installs the handlers and shuts down
     cleanly: the agent finishes or abandons its batch, acked offsets are committed)."""
     app = create_app(settings, serving)
+    import keras  # noqa: F401  (imported here so that the freeze below covers it)
+
+    # Move everything imported so far (TensorFlow, Keras, Faust: hundreds of thousands of objects)
+    # out of the collector's sight: the full collection that frees a replaced model version then
+    # scans only what was created since, which shortens its pause during a hot swap.
+    gc.collect()
+    gc.freeze()
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False,
                           logging_config=logs.dict_config(settings.log_level, settings.log_format))
     worker.execute_from_commandline()
