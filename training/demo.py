@@ -59,8 +59,9 @@ def sample_texts(data_dir: Path, seed: int = 7) -> list[bytes]:
 def ensure_model(model_dir: Path, data_dir: Path) -> int:
     found = registry.versions(model_dir)
     if found:
-        logger.info("registry %s has versions %s; serving %d", model_dir, found, found[-1])
-        return found[-1]
+        serving = registry.serving_version(model_dir)
+        logger.info("registry %s has versions %s; serving %d", model_dir, found, serving)
+        return serving
     logger.info("registry %s is empty: training on %s (about 2 minutes on 2 cores)", model_dir, ", ".join(TRAIN_FILES))
     from training.train import train
 
