@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -17,10 +16,6 @@ logger = logging.getLogger(__name__)
 
 REPO_DATA = Path(__file__).resolve().parents[1] / "data"
 EXIT_GATE_REFUSED = 3
-
-
-def _default_model_dir() -> Path:
-    return Path(os.environ.get("TEXTSTREAM_MODEL_DIR", "models"))
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
@@ -94,7 +89,7 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     g.add_argument("--data", nargs="+", required=True, metavar="PATH", help="training files or directories")
     g.add_argument("--eval-data", nargs="+", metavar="PATH",
                    help="evaluation files; default: hold out --test-size of the training data")
-    g.add_argument("--model-dir", type=Path, default=_default_model_dir(),
+    g.add_argument("--model-dir", type=Path, default=registry_cli.default_model_dir(),
                    help="model registry (TEXTSTREAM_MODEL_DIR or ./models)")
     g.add_argument("--text-field", default="text", help="JSON field / CSV column with the text")
     g.add_argument("--label-field", default="label", help="JSON field / CSV column with the label")
@@ -156,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "bundled BBC News + SMS Spam data if the registry is empty, runs a worker, "
                                    "sends news and SMS texts plus malformed records, prints what came out, "
                                    "then stops everything.")
-    p.add_argument("--model-dir", type=Path, default=_default_model_dir(),
+    p.add_argument("--model-dir", type=Path, default=registry_cli.default_model_dir(),
                    help="model registry (default: TEXTSTREAM_MODEL_DIR or ./models)")
     p.set_defaults(func=cmd_demo)
     return parser

@@ -18,7 +18,8 @@ from worker import config, events, registry
 from worker.errors import RegistryError, TextstreamError
 
 
-def _default_model_dir() -> Path:
+def default_model_dir() -> Path:
+    """TEXTSTREAM_MODEL_DIR, else ./models: the --model-dir default of every command."""
     return Path(os.environ.get("TEXTSTREAM_MODEL_DIR", "models"))
 
 
@@ -192,7 +193,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("action", choices=["list", "show", "pin", "unpin", "rollback", "prune", "status"])
     p.add_argument("version", nargs="?", type=int, help="for show (default: the served version) and pin")
-    p.add_argument("--model-dir", type=Path, default=_default_model_dir(),
+    p.add_argument("--model-dir", type=Path, default=default_model_dir(),
                    help="model registry (default: TEXTSTREAM_MODEL_DIR or ./models)")
     p.add_argument("--keep", type=int, default=3, help="prune: how many of the newest versions to keep (default 3)")
     p.add_argument("--dry-run", action="store_true", help="prune: only say what would be removed")
