@@ -10,6 +10,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import orjson
+
 from worker import codec, pipeline
 from worker.bundle import Bundle
 from worker.codec import Prediction, Rejected, Source, TextMessage
@@ -72,7 +74,15 @@ def process(bundle: Bundle, settings: Settings, records: Sequence[RawRecord]) ->
     outgoing: list[Outgoing] = []
     published: list[Prediction] = []
     for (rec, msg), pred in zip(valid, predictions, strict=True):
-        value = codec.encode_result(msg, pred, bundle.version, processed_at)
+        try:
+            value = codec.encode_result(msg, pred, bundle.version, processed_at)
+        except orjson.JSONEncodeError as exc:
+            # orjson reads 1024 levels of nesting but writes only 254: a passthrough field nested
+            # deeper would make this batch raise, stop the worker uncommitted and do it again after
+            # every restart (a crash loop on one record). Dead-letter it like any bad input.
+            rejected.append(Rejected("invalid_json", f"the output record cannot be written back: {exc}",
+                                     rec.value, rec.source, rec.key, rec.headers))
+            continue
         if len(value) > settings.max_output_bytes:
             # JSON escaping can make the output several times larger than the input.
             rejected.append(Rejected("output_too_large", f"output record {len(value)} bytes > limit "
