@@ -27,6 +27,23 @@ def tiny_bundle(tiny_registry: Path):  # type: ignore[no-untyped-def]
     return bundle.load_serving(tiny_registry)
 
 
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real Kafka broker for the session (fresh data, free ports), shared by tests/integration and
+    tests/faults; if it cannot start, the tests error out: a missing broker is a failure, never a skip."""
+    from tests.factories import free_ports
+    from worker import kafka_local
+
+    port, controller = free_ports(2)
+    cfg = kafka_local.BrokerConfig(run_dir=tmp_path_factory.mktemp("kafka"), port=port, controller_port=controller)
+    kafka_local.assemble(cfg)
+    kafka_local.start(cfg, fresh=True)
+    try:
+        yield kafka_local.bootstrap(cfg)
+    finally:
+        kafka_local.stop(cfg)
+
+
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
     """Commands configure logging for the process; undo it so pytest's capture keeps working."""

@@ -288,6 +288,27 @@ def stop(cfg: BrokerConfig, timeout: float = 30) -> bool:
     return True
 
 
+def kill(cfg: BrokerConfig, sig: int = signal.SIGKILL, timeout: float = 30) -> bool:
+    """Send `sig` to the broker and wait until it exited; False if nothing was running.
+
+    For fault tests: SIGKILL is a crash (no controlled shutdown, nothing flushed). `start(cfg)`
+    afterwards restarts it on the same data directory and ports, as a restarted server would.
+    """
+    pid = _running_pid(cfg)
+    if pid is None:
+        cfg.pid_file.unlink(missing_ok=True)
+        return False
+    os.kill(pid, sig)
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            raise KafkaLocalError(f"Kafka broker pid {pid} still alive {timeout:.0f} s after signal {sig}")
+        time.sleep(0.1)
+    cfg.pid_file.unlink(missing_ok=True)
+    logger.info("Kafka broker pid %d ended by signal %d", pid, sig)
+    return True
+
+
 def status(cfg: BrokerConfig) -> dict[str, Any]:
     pid = _running_pid(cfg)
     return {"running": pid is not None, "ready": pid is not None and _port_open(cfg.host, cfg.port),

@@ -1,7 +1,5 @@
-"""Integration fixtures: one real Kafka broker for the session, worker processes per test.
-
-The broker is started here (fresh data, free ports), so `pytest` alone runs the whole suite; if it
-cannot start, the tests error out: a missing broker is a failure, never a skip.
+"""Integration fixtures: worker processes per test on the session broker (`broker`, in tests/conftest.py,
+so that tests/faults shares it).
 """
 
 from __future__ import annotations
@@ -23,21 +21,9 @@ from pathlib import Path
 import pytest
 
 from tests.factories import free_ports
-from worker import client, kafka_local
+from worker import client
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port, controller = free_ports(2)
-    cfg = kafka_local.BrokerConfig(run_dir=tmp_path_factory.mktemp("kafka"), port=port, controller_port=controller)
-    kafka_local.assemble(cfg)
-    kafka_local.start(cfg, fresh=True)
-    try:
-        yield kafka_local.bootstrap(cfg)
-    finally:
-        kafka_local.stop(cfg)
 
 
 @dataclass
