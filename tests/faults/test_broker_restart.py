@@ -1,0 +1,73 @@
+"""Fault 2: the broker is stopped mid-stream (SIGTERM: controlled shutdown; SIGKILL: a crash) and
+restarted on the same data and ports. The worker must reconnect by itself: same process, no crash
+loop, nothing lost. Each case runs on a broker of its own (the session broker stays untouched).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from tests.faults import accounting
+from tests.integration.conftest import Stack, wait_until
+from tests.integration.test_end_to_end import valid_records
+from worker import kafka_local
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+FIRST = 10_000  # sent before the outage; the broker dies while the worker works through them
+SECOND = 2_000  # sent after the restart
+KILL_AFTER = 2_000  # outputs seen before the broker is stopped
+DOWN_S = 10.0  # how long the broker stays down
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_broker_stopped_mid_stream_and_restarted(own_broker: kafka_local.BrokerConfig, own_stack: Stack,
+                                                 sig: int) -> None:
+    stack = own_stack
+    started = time.monotonic()
+    values = valid_records(FIRST + SECOND)
+    stack.send(values[:FIRST])
+    worker = stack.start_worker()
+    before = accounting.Collector(stack.bootstrap, stack.labeled, stack.dlq)
+    try:
+        before.wait_count(KILL_AFTER, timeout=180)
+    finally:
+        before.stop()
+    assert kafka_local.kill(own_broker, sig, timeout=60)
+    stopped = time.monotonic()
+    alive_while_down = True
+    while time.monotonic() - stopped < DOWN_S:
+        alive_while_down &= worker.proc.poll() is None
+        time.sleep(0.2)
+    kafka_local.start(own_broker)  # same data directory, same ports
+    back_wall, back = time.time(), time.monotonic()
+
+    collector = accounting.Collector(stack.bootstrap, stack.labeled, stack.dlq)
+    try:
+        wait_until(lambda: worker.get("/readyz")[0] == 200, 180, "worker ready again")
+        ready_s = time.monotonic() - back
+        # The worker still had inputs of the first part to label (nothing new was sent yet): it was
+        # stopped mid-stream, and it resumes by itself.
+        wait_until(lambda: collector.first_produced_after(back_wall) is not None, 180,
+                   "an output produced after the broker came back")
+        first_output_s = (collector.first_produced_after(back_wall) or back_wall) - back_wall
+        stack.send(values[FIRST:])
+        expected = accounting.input_keys(stack.bootstrap, stack.raw)
+        assert len(expected) == FIRST + SECOND
+        collector.wait_covered(expected, timeout=240)
+    finally:
+        collector.stop()
+    logs = stack.logs()
+    result = accounting.tally(
+        f"broker {signal.Signals(sig).name} + restart", collector.records, expected, stack.dlq,
+        ids={f"ok-{i}" for i in range(FIRST + SECOND)}, down_s=DOWN_S, ready_after_restart_s=round(ready_s, 1),
+        first_output_after_restart_s=round(first_output_s, 1), wall_s=round(time.monotonic() - started, 1),
+        worker_processes=len(stack.workers), outputs_before_stop=before.count,
+    )
+    assert alive_while_down and worker.proc.poll() is None, f"the worker exited\n{logs}"
+    assert len(stack.workers) == 1  # the same process served before and after: no restart, no crash loop
+    assert result.lost == 0 and result.ids_lost == 0, f"{result.line()}\n{logs}"
+    assert result.unexpected == 0 and result.dead_lettered == 0, result.line()
