@@ -44,6 +44,17 @@ def input_keys(bootstrap: str, topic: str) -> set[Key]:
     return {(p, o) for p, end in end_offsets(bootstrap, topic).items() for o in range(end)}
 
 
+def read_inputs(bootstrap: str, topic: str, count: int, timeout: float = 120) -> dict[Key, bytes | None]:
+    """The input topic as Kafka stored it: (partition, offset) -> value."""
+    async def run() -> dict[Key, bytes | None]:
+        out: dict[Key, bytes | None] = {}
+        async for rec in client.follow(bootstrap, [topic], idle_timeout=timeout, max_records=count):
+            out[(rec.partition, rec.offset)] = rec.value
+        return out
+
+    return asyncio.run(run())
+
+
 def source_of(rec: client.Record, dlq_topic: str) -> Key:
     if rec.topic == dlq_topic:
         return int(rec.headers["source_partition"]), int(rec.headers["source_offset"])
@@ -178,7 +189,7 @@ class Producer:
     """Sends `values` to `topic` at `rate` records/s in a background thread: a stream that keeps
     flowing while the test kills things. `sent` counts the records Kafka acknowledged."""
 
-    def __init__(self, bootstrap: str, topic: str, values: list[bytes], rate: float) -> None:
+    def __init__(self, bootstrap: str, topic: str, values: list[bytes | None], rate: float) -> None:
         self.bootstrap, self.topic, self.values, self.rate = bootstrap, topic, values, rate
         self.sent = 0
         self.error: BaseException | None = None
@@ -201,9 +212,11 @@ class Producer:
             pending: list[asyncio.Future[object]] = []
             for i, value in enumerate(self.values):
                 due = start + i / self.rate
-                if due > time.monotonic():
+                if due > time.monotonic() + 0.001:
                     await asyncio.sleep(due - time.monotonic())
-                pending.append(await producer.send(self.topic, value, key=client.key_of(value, "id")))
+                # aiokafka refuses a record with neither key nor value: a tombstone gets a key.
+                key = client.key_of(value, "id") if value is not None else b"tombstone"
+                pending.append(await producer.send(self.topic, value, key=key))
                 if len(pending) >= 500:
                     await asyncio.gather(*pending)
                     self.sent += len(pending)
