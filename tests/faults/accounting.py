@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import orjson
@@ -189,7 +189,7 @@ class Producer:
     """Sends `values` to `topic` at `rate` records/s in a background thread: a stream that keeps
     flowing while the test kills things. `sent` counts the records Kafka acknowledged."""
 
-    def __init__(self, bootstrap: str, topic: str, values: list[bytes | None], rate: float) -> None:
+    def __init__(self, bootstrap: str, topic: str, values: Sequence[bytes | None], rate: float) -> None:
         self.bootstrap, self.topic, self.values, self.rate = bootstrap, topic, values, rate
         self.sent = 0
         self.error: BaseException | None = None
