@@ -10,6 +10,7 @@ import logging
 import logging.config
 import os
 import sys
+import time
 from typing import Any, TextIO
 
 import orjson
@@ -31,6 +32,36 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()
+
+
+class RepeatFilter(logging.Filter):
+    """Lets one record per (logger, level, message template) through every `window` seconds from the
+    client libraries; the next one that passes says how many were dropped.
+
+    While the broker is down, aiokafka logs "Unable connect to node" and "Unable to update metadata"
+    on every metadata retry: ~6,000 lines a second, 6 MB in a 10 s outage (measured by
+    tests/faults/test_broker_restart.py). Our own loggers are never filtered.
+    """
+
+    def __init__(self, window: float = 10.0, prefixes: tuple[str, ...] = ("aiokafka",)) -> None:
+        super().__init__()
+        self.window = window
+        self.prefixes = prefixes
+        self._last: dict[tuple[str, int, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.prefixes):
+            return True
+        key = (record.name, record.levelno, str(record.msg))
+        now = time.monotonic()
+        last, dropped = self._last.get(key, (float("-inf"), 0))
+        if now - last < self.window:
+            self._last[key] = (last, dropped + 1)
+            return False
+        self._last[key] = (now, 0)
+        if dropped:
+            record.msg = f"{record.msg} ({dropped} more like this in the last {now - last:.0f} s)"
+        return True
 
 
 class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -58,7 +89,8 @@ def dict_config(level: str = "INFO", fmt: str = "text") -> dict[str, Any]:
             "text": {"format": TEXT_FORMAT},
             "json": {"()": JsonFormatter},
         },
-        "handlers": {"stderr": {"()": StderrHandler, "formatter": fmt}},
+        "filters": {"repeats": {"()": RepeatFilter}},
+        "handlers": {"stderr": {"()": StderrHandler, "formatter": fmt, "filters": ["repeats"]}},
         "root": {"level": level, "handlers": ["stderr"]},
         # Faust and aiokafka narrate every start-up step at INFO; keep their warnings and errors.
         "loggers": {name: {"level": quiet} for name in _NOISY},
@@ -73,6 +105,7 @@ def setup(level: str = "INFO", fmt: str = "text") -> None:
     config = dict_config(level, fmt)
     handler = StderrHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)

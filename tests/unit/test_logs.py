@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import orjson
 import pytest
@@ -29,3 +30,25 @@ def test_text_format_is_readable_and_library_chatter_is_quiet(capsys: pytest.Cap
     err = capsys.readouterr().err
     assert "INFO    worker.app: serving model version=2" in err
     assert "joined group" not in err
+
+
+def test_repeated_client_library_errors_are_rate_limited() -> None:
+    """A broker outage made aiokafka log ~6,000 identical lines a second (tests/faults)."""
+    from worker.logs import RepeatFilter
+
+    filt = RepeatFilter(window=0.2)
+
+    def record(name: str, msg: str, *args: object) -> logging.LogRecord:
+        return logging.LogRecord(name, logging.ERROR, __file__, 1, msg, args, None)
+
+    noisy = [record("aiokafka", "Unable connect to node with id %s: %s", 1, f"try {i}") for i in range(1000)]
+    passed = [r for r in noisy if filt.filter(r)]
+    assert len(passed) == 1
+    other = record("aiokafka", "Unable to update metadata from %s", [1])
+    assert filt.filter(other)  # another template has its own budget
+    ours = [record("worker.app", "batch of %d failed", 5) for _ in range(5)]
+    assert all(filt.filter(r) for r in ours)  # never our own loggers
+    time.sleep(0.25)
+    later = record("aiokafka", "Unable connect to node with id %s: %s", 1, "again")
+    assert filt.filter(later)
+    assert "999 more like this" in later.getMessage()
