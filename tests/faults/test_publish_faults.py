@@ -3,7 +3,7 @@ partial version visible; a worker keeps serving while its registry (even its own
 disappears, and reports the error.
 
 The full disk is simulated: an `OSError(ENOSPC)` raised at each step of `registry.publish` (a real
-tiny tmpfs needs root to mount, which CI does not have).
+tiny tmpfs needs root to mount, which a test cannot count on).
 """
 
 from __future__ import annotations
