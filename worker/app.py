@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from worker import batch, logs, metrics, topics
+from worker import batch, bundle, logs, metrics, topics
 from worker.batch import RawRecord
 from worker.codec import Source
 from worker.config import Settings
@@ -117,20 +117,25 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
             freed = await loop.run_in_executor(load_pool, gc.collect)  # frees the old graph (~20 MB a reload)
             logger.info("released the previous version: %d objects in %.3fs", freed, time.perf_counter() - started)
 
-    async def handle(events: list[Any]) -> None:
+    async def label(events: list[Any]) -> tuple[list[RawRecord], batch.BatchResult, list[Any]]:
+        """Run one batch through the model and hand every output to the producer (not yet acked)."""
         records = [to_raw(e) for e in events]
-        loop = asyncio.get_running_loop()
-        bundle = serving.bundle
-        assert bundle is not None  # the agent waits for model_ready
+        model = serving.bundle
+        assert model is not None  # the agent waits for model_ready
         started = time.perf_counter()
-        result = await loop.run_in_executor(infer_pool, batch.process, bundle, settings, records)
+        result = await asyncio.get_running_loop().run_in_executor(infer_pool, batch.process, model, settings, records)
         metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
         producer = app.producer
         pending = [
             await producer.send(o.topic, o.key, o.value, partition=None, timestamp=None, headers=o.headers)
             for o in result.outgoing
         ]
-        await asyncio.gather(*pending)  # every output acknowledged by Kafka (acks=all)
+        return records, result, pending
+
+    async def settle(stream: Any, events: list[Any], records: list[RawRecord], result: batch.BatchResult,
+                     pending: list[Any]) -> None:
+        """Wait until Kafka acknowledged every output of a batch (acks=all), then ack its inputs."""
+        await asyncio.gather(*pending)
         now = time.time()
         for rec in records:
             if rec.timestamp:
@@ -141,25 +146,46 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
                 "dead-lettered %s/%d/%d reason=%s detail=%s",
                 rej.source.topic, rej.source.partition, rej.source.offset, rej.reason, rej.detail[:200],
             )
+        for event in events:
+            await stream.ack(event)
+        metrics.IN_FLIGHT.dec(len(events))
 
     @app.agent(source, name="label-texts")
     async def label_texts(stream: Any) -> None:  # a faust.Stream; StreamT lacks noack_take
+        """Two batches overlap: while Kafka acknowledges the outputs of one, the model runs the next.
+
+        Inputs are acked only in `settle`, after their outputs; each `settle` starts only after the
+        previous one succeeded, so offsets advance in order and never past an unacknowledged output.
+        A failure stops the worker with nothing of the failed batch (or any later one) acked: the
+        restart redelivers them rather than skip them.
+        """
         await model_ready.wait()
-        async for events in stream.noack_take(settings.batch_size, within=settings.batch_max_wait):
-            metrics.BATCH_SIZE.observe(len(events))
-            metrics.IN_FLIGHT.inc(len(events))
-            try:
-                await handle(list(events))
-            except Exception as exc:
-                # Nothing of this batch is acked, so its offsets are never committed: stop the
-                # worker and let the restart redeliver the batch rather than skip it.
-                logger.exception("batch of %d failed; stopping the worker without committing it", len(events))
-                await app.crash(exc)
-                return
-            finally:
-                metrics.IN_FLIGHT.dec(len(events))
-            for event in events:
-                await stream.ack(event)
+        previous: asyncio.Task[None] | None = None
+        try:
+            async for taken in stream.noack_take(settings.batch_size, within=settings.batch_max_wait):
+                events = list(taken)
+                metrics.BATCH_SIZE.observe(len(events))
+                metrics.IN_FLIGHT.inc(len(events))
+                try:
+                    labelled = await label(events)
+                    if previous is not None:
+                        await previous
+                except Exception as exc:
+                    logger.exception("a batch failed (this one of %d or the one before); stopping the worker without "
+                                     "committing either", len(events))
+                    await app.crash(exc)
+                    return
+                previous = asyncio.create_task(settle(stream, events, *labelled))
+                previous.add_done_callback(crash_on_failure)
+        finally:
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous], timeout=30)  # on shutdown: let the last batch's acks land
+
+    def crash_on_failure(task: asyncio.Task[None]) -> None:
+        # When no further batch comes to await it, a failed settle must still stop the worker.
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("outputs of a batch were not acknowledged: %s; stopping the worker", task.exception())
+            asyncio.ensure_future(app.crash(task.exception()))  # type: ignore[arg-type]
 
     @app.task
     async def load_first_model() -> None:
@@ -242,6 +268,8 @@ def run(settings: Settings, serving: Serving) -> None:
     cleanly: the agent finishes or abandons its batch, acked offsets are committed)."""
     app = create_app(settings, serving)
     import keras  # noqa: F401  (imported here so that the freeze below covers it)
+
+    bundle.configure_threads(settings)
 
     # Move everything imported so far (TensorFlow, Keras, Faust: hundreds of thousands of objects)
     # out of the collector's sight: the full collection that frees a replaced model version then

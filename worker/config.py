@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(4, ge=1, le=1024, description="partitions of topics the worker creates")
     batch_size: int = Field(256, ge=1, le=100_000, description="max records per model batch")
     batch_max_wait: float = Field(0.05, gt=0, le=60, description="seconds to wait for a batch to fill")
+    # Inference runs in one thread; TensorFlow then splits each op over `intra` threads and runs
+    # `inter` independent ops at once. 0 = TensorFlow's choice (the number of cores for both).
+    inter_op_threads: int = Field(0, ge=0, le=256, description="TensorFlow inter-op threads (0 = number of cores)")
+    intra_op_threads: int = Field(0, ge=0, le=256, description="TensorFlow intra-op threads (0 = number of cores)")
     max_text_bytes: int = Field(1_048_576, ge=1, description="larger record values are dead-lettered")
     # Kafka's default message.max.bytes is 1,048,588; an output record over this limit would be
     # refused by the broker and crash-loop the worker, so it is dead-lettered instead.
