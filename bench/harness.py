@@ -75,6 +75,10 @@ class Broker:
     def bootstrap(self) -> str:
         return kafka_local.bootstrap(self.cfg)
 
+    @property
+    def pid(self) -> int | None:
+        return int(self.cfg.pid_file.read_text()) if self.cfg.pid_file.exists() else None
+
     def stop(self) -> None:
         kafka_local.stop(self.cfg)
 

@@ -60,15 +60,17 @@ def model_registry(model_dir: Path | None) -> Path:
     return CACHE
 
 
-def ceiling(model: bundle_mod.Bundle, items: list[str], batch_size: int, repeats: int = 3) -> float:
-    """(a) docs/s of the compiled call alone, best of `repeats` passes (the machine is shared and noisy)."""
-    rates = []
+def ceiling(model: bundle_mod.Bundle, items: list[str], batch_size: int, repeats: int = 3) -> tuple[float, float]:
+    """(a) docs/s of the compiled call alone, best of `repeats` passes (the machine is shared and
+    noisy), and the CPU milliseconds it spent per doc."""
+    best = (0.0, 0.0)
     for _ in range(repeats):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for i in range(0, len(items), batch_size):
             model.infer(items[i:i + batch_size])
-        rates.append(len(items) / (time.perf_counter() - started))
-    return max(rates)
+        rate = len(items) / (time.perf_counter() - started)
+        best = max(best, (rate, (time.process_time() - cpu) / len(items) * 1000))
+    return best
 
 
 async def naive(bootstrap: str, folder: Path, items: list[str], n: int) -> float:
@@ -120,37 +122,79 @@ def metric_sums(port: int) -> dict[str, float]:
     return out
 
 
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds so far of each thread group of a process: TensorFlow's compute pool, Python
+    threads (the event loop, Faust's consumer thread, the inference thread's Python side), the rest."""
+    out: collections.Counter[str] = collections.Counter()
+    tick = os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except FileNotFoundError:  # the thread ended
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        group = "TensorFlow ops" if name.startswith("tf_") else "Python threads" if name == "python" else "other"
+        out[group] += (int(fields[11]) + int(fields[12])) / tick
+    return dict(out)
+
+
+def cpu_now(worker: int, broker: int | None) -> dict[str, float]:
+    """CPU seconds so far: the worker's thread groups, the broker, and this process (producer and consumer)."""
+    out = {f"worker: {k}": v for k, v in cpu_seconds(worker).items()}
+    if broker:
+        fields = Path(f"/proc/{broker}/stat").read_text().rsplit(")", 1)[1].split()
+        out["Kafka broker"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    times = os.times()
+    out["benchmark (producer, output consumer)"] = times.user + times.system
+    return out
+
+
 def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
-    """Sample the worker with py-spy (all threads, idle included) while a phase runs."""
+    """Sample the worker's Python threads with py-spy while a phase runs (busy samples only)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
         print("py-spy not installed: no profile (pip install -e '.[dev]')", flush=True)
         return None
-    return subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200",
-                             "--threads", "--idle", "--nonblocking", "--format", "raw", "--output", str(out)],
+    return subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "100",
+                             "--nonblocking", "--format", "raw", "--output", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def summarize_profile(raw: Path, top: int = 12) -> list[str]:
-    """Share of samples per thread, and per thread the leaf functions that take the most samples."""
+def package(frame: str) -> str:
+    """'fn (faust/streams.py:12)' -> 'faust'; the project's own modules keep their name."""
+    path = frame[frame.rfind("(") + 1:].split(":")[0]
+    parts = path.split("/")
+    if "site-packages" in parts:
+        return parts[parts.index("site-packages") + 1]
+    for own in ("worker", "training"):
+        if own in parts:
+            return f"{own}/{parts[-1]}"
+    return "python stdlib" if "python3" in path or "<frozen" in path else path
+
+
+def summarize_profile(raw: Path, top: int = 10) -> list[str]:
+    """Where the Python threads spend their busy samples: by package of the running function, and
+    the functions (inclusive) of the project and of Faust/aiokafka that take the most."""
     if not raw.exists():
         return ["(no profile)"]
-    per_thread: collections.Counter[str] = collections.Counter()
-    leaves: collections.Counter[tuple[str, str]] = collections.Counter()
+    by_package: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        frames = stack.split(";")
-        thread = re.sub(r"\s*\(.*\)$", "", frames[0]).strip('"') or "?"
-        leaf = re.sub(r" \((.*/)?(site-packages/)?", " (", frames[-1])
-        n = int(count)
-        per_thread[thread] += n
-        leaves[(thread, leaf)] += n
+        frames, n = stack.split(";"), int(count)
         total += n
-    lines = ["| thread | share of samples |", "| --- | ---: |"]
-    lines += [f"| {t} | {n / total:.1%} |" for t, n in per_thread.most_common(8)]
-    lines += ["", "| thread | leaf function | share |", "| --- | --- | ---: |"]
-    lines += [f"| {t} | `{leaf[:110]}` | {n / total:.1%} |" for (t, leaf), n in leaves.most_common(top)]
+        by_package[package(frames[-1])] += n
+        for frame in set(frames):
+            if re.search(r"\((.*/)?(worker|faust|aiokafka)/", frame):
+                inclusive[re.sub(r"\((.*/)?(site-packages/)?", "(", frame)] += n
+    if not total:
+        return ["(no busy samples)"]
+    lines = ["| package of the running function | share of busy samples |", "| --- | ---: |"]
+    lines += [f"| {name} | {n / total:.1%} |" for name, n in by_package.most_common(top)]
+    lines += ["", "| function, inclusive (worker, faust, aiokafka) | share |", "| --- | ---: |"]
+    lines += [f"| `{name[:100]}` | {n / total:.1%} |" for name, n in inclusive.most_common(top + 5)]
     return lines
 
 
@@ -229,7 +273,7 @@ def main() -> int:
         bundle_mod.configure_threads(settings)
         model = bundle_mod.load(folder)
         ceiling_items = (corpus * (1 + 8192 // len(corpus)))[:8192]
-        results["a_ceiling"] = ceiling(model, ceiling_items, bs)
+        results["a_ceiling"], results["a_cpu_ms_per_doc"] = ceiling(model, ceiling_items, bs)
         print(f"(a) ceiling: {results['a_ceiling']:.0f} docs/s", flush=True)
         del model
         gc.collect()
@@ -246,13 +290,15 @@ def main() -> int:
             return [(f"{tag}{i}", corpus[i % len(corpus)]) for i in range(n)]
 
         asyncio.run(burst(bootstrap, ns, batch_of("w", 1000)))  # warm-up: connections, first batches
-        before = metric_sums(workers[0].port)
+        before, cpu_before = metric_sums(workers[0].port), cpu_now(workers[0].pid, broker.pid)
         spy = profile(workers[0].pid, 10, work / "profile.txt")
         results["b_worker"] = asyncio.run(burst(bootstrap, ns, batch_of("b", args.records)))
-        after = metric_sums(workers[0].port)
+        after, cpu_after = metric_sums(workers[0].port), cpu_now(workers[0].pid, broker.pid)
         if spy:
             spy.wait(timeout=60)
         b = results["b_worker"]
+        results["b_cpu_ms_per_record"] = {k: (cpu_after[k] - cpu_before.get(k, 0.0)) / args.records * 1000
+                                          for k in cpu_after}
         model_s = after["textstream_inference_seconds_sum"] - before["textstream_inference_seconds_sum"]
         batches = after["textstream_batch_size_count"] - before["textstream_batch_size_count"]
         results["b_model_share"] = model_s / b["seconds"]
@@ -326,9 +372,20 @@ def render(r: dict[str, Any], args: argparse.Namespace, profile_lines: list[str]
         f"`textstream_inference_seconds`), mean batch {r['b_mean_batch']:.0f} records. Burst latencies are "
         "queueing time: the burst is produced faster than any worker consumes it.",
         "",
-        "## Profile of the worker during (b)",
+        "## Where the CPU goes",
         "",
-        "py-spy, 10 s at 200 Hz, every thread, idle samples included (an idle thread waits on a lock or a socket).",
+        f"(a) spent {r['a_cpu_ms_per_doc']:.2f} ms of CPU per text ({r['a_ceiling'] * r['a_cpu_ms_per_doc'] / 1000:.2f} "
+        f"cores busy). During (b), CPU per record ({(os.cpu_count() or 1) * 1000 / b['rate']:.2f} ms of machine "
+        "time per record were available):",
+        "",
+        "| process / threads | CPU ms per record |",
+        "| --- | ---: |",
+        *[f"| {k} | {v:.3f} |" for k, v in sorted(r["b_cpu_ms_per_record"].items(), key=lambda kv: -kv[1])],
+        f"| total | {sum(r['b_cpu_ms_per_record'].values()):.3f} |",
+        "",
+        "## Profile of the worker's Python threads during (b)",
+        "",
+        "py-spy, 10 s at 100 Hz, busy samples only (TensorFlow's own threads are not Python and not sampled).",
         "",
         *profile_lines,
         "",
