@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from worker import config, kafka_local, logs
+from worker import config, kafka_local, logs, security
 from worker.errors import TextstreamError
 
 logger = logging.getLogger(__name__)
@@ -33,14 +33,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from worker.serving import Serving
 
     version = registry.serving_version(settings.model_dir)  # fails fast on an empty registry
+    access = security.from_settings(settings)  # fails fast on unreadable certificates
+    # Also the start-up check of the broker, the credentials and TLS: wrong ones stop here with a
+    # message instead of Faust retrying for ever.
     created = asyncio.run(topics.ensure_topics(
         settings.bootstrap_servers, [settings.input_topic, settings.output_topic, settings.dlq_topic],
-        settings.topic_partitions,
+        settings.topic_partitions, security=access,
     ))
     logger.info(
-        "worker app_id=%s broker=%s input=%s output=%s dlq=%s registry=%s version=%d batch_size=%d "
+        "worker app_id=%s broker=%s security=%s input=%s output=%s dlq=%s registry=%s version=%d batch_size=%d "
         "batch_max_wait=%.3fs web=%s:%d created_topics=%s",
-        settings.app_id, settings.bootstrap_servers, settings.input_topic, settings.output_topic,
+        settings.app_id, settings.bootstrap_servers, access.describe(), settings.input_topic, settings.output_topic,
         settings.dlq_topic, settings.model_dir, version, settings.batch_size, settings.batch_max_wait,
         settings.web_host, settings.web_port, ",".join(created) or "none",
     )
@@ -69,15 +72,18 @@ def cmd_send(args: argparse.Namespace) -> int:
     settings = config.load_settings()
     from worker import client, topics
 
+    access = security.from_settings(settings)
     topic = args.topic or settings.input_topic
-    asyncio.run(topics.ensure_topics(settings.bootstrap_servers, [topic], settings.topic_partitions))
+    asyncio.run(topics.ensure_topics(settings.bootstrap_servers, [topic], settings.topic_partitions,
+                                     security=access))
     if args.file in (None, "-"):
         values = client.read_lines(sys.stdin.buffer)
-        n = asyncio.run(client.send_values(settings.bootstrap_servers, topic, values, key_field=args.key_field))
+        n = asyncio.run(client.send_values(settings.bootstrap_servers, topic, values, key_field=args.key_field,
+                                           security=access))
     else:
         with Path(args.file).open("rb") as fh:
             n = asyncio.run(client.send_values(settings.bootstrap_servers, topic, client.read_lines(fh),
-                                               key_field=args.key_field))
+                                               key_field=args.key_field, security=access))
     print(f"sent {n} records to {topic}", file=sys.stderr)
     return 0
 
@@ -91,7 +97,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
     try:
         asyncio.run(client.tail(settings.bootstrap_servers, topics, as_json=args.json,
                                 from_beginning=not args.latest, idle_timeout=args.idle_timeout,
-                                max_records=args.max))
+                                max_records=args.max, security=security.from_settings(settings)))
     except KeyboardInterrupt:
         pass
     return 0
