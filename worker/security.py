@@ -88,6 +88,10 @@ class ClientSecurity:
 PLAINTEXT = ClientSecurity()
 
 
+def _no_password() -> str:
+    return ""
+
+
 def ssl_context(cafile: Path | None = None, certfile: Path | None = None, keyfile: Path | None = None,
                 key_password: str | None = None) -> ssl.SSLContext:
     """A client TLS context (hostname checked, CA = cafile or the system store, optional client
@@ -98,7 +102,9 @@ def ssl_context(cafile: Path | None = None, certfile: Path | None = None, keyfil
         raise ConfigError(f"TEXTSTREAM_SSL_CAFILE={cafile}: not a usable PEM CA file: {exc}") from None
     if certfile is not None:
         try:
-            ctx.load_cert_chain(str(certfile), str(keyfile) if keyfile else None, password=key_password)
+            # Without a password, OpenSSL would prompt on the terminal for an encrypted key.
+            ctx.load_cert_chain(str(certfile), str(keyfile) if keyfile else None,
+                                password=key_password if key_password is not None else _no_password)
         except (ssl.SSLError, OSError) as exc:
             raise ConfigError(
                 f"TEXTSTREAM_SSL_CERTFILE={certfile} / TEXTSTREAM_SSL_KEYFILE={keyfile}: cannot load the client "
