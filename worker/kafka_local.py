@@ -57,6 +57,12 @@ class BrokerConfig:
     # broker itself and the default clients); the users are created when the storage is formatted.
     sasl_port: int | None = None
     scram_users: tuple[tuple[str, str], ...] = ()
+    # Optional extra SSL listener that requires a client certificate (mutual TLS): keystore = PEM
+    # file with the broker's certificate chain and unencrypted PKCS#8 key, truststore = PEM CA(s)
+    # of the client certificates. For tests; the demo broker has none.
+    ssl_port: int | None = None
+    ssl_keystore: Path | None = None
+    ssl_truststore: Path | None = None
 
     # Derived paths (absolute: log.dirs must be, and the JVM runs with another cwd).
     libs: Path = field(init=False, repr=False)
@@ -76,6 +82,14 @@ class BrokerConfig:
                                       "(TEXTSTREAM_SASL_USERNAME and TEXTSTREAM_SASL_PASSWORD)")
         elif self.scram_users:
             raise KafkaLocalError("SCRAM users without a SASL listener: set sasl_port (TEXTSTREAM_KAFKA_SASL_PORT)")
+        if self.ssl_port is not None:
+            if self.ssl_port in (self.port, self.controller_port, self.sasl_port):
+                raise KafkaLocalError(f"the SSL port {self.ssl_port} is also another listener's port")
+            for name, path in (("ssl_keystore", self.ssl_keystore), ("ssl_truststore", self.ssl_truststore)):
+                if path is None or not Path(path).is_file():
+                    raise KafkaLocalError(f"an SSL listener needs {name}, a PEM file (got {path})")
+            object.__setattr__(self, "ssl_keystore", Path(self.ssl_keystore).resolve())  # type: ignore[arg-type]
+            object.__setattr__(self, "ssl_truststore", Path(self.ssl_truststore).resolve())  # type: ignore[arg-type]
         for name, password in self.scram_users:
             # StorageTool parses 'SCRAM-SHA-512=[name=N,password=P]': these characters would break it.
             if not name or not password or _SCRAM_UNSAFE.search(name + password):
@@ -134,6 +148,11 @@ def sasl_bootstrap(cfg: BrokerConfig) -> str | None:
     return f"{cfg.host}:{cfg.sasl_port}" if cfg.sasl_port is not None else None
 
 
+def ssl_bootstrap(cfg: BrokerConfig) -> str | None:
+    """The mutual-TLS listener's address, if the broker has one."""
+    return f"{cfg.host}:{cfg.ssl_port}" if cfg.ssl_port is not None else None
+
+
 def require_tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
@@ -179,21 +198,31 @@ def assemble(cfg: BrokerConfig) -> Path:
 
 def render_properties(cfg: BrokerConfig) -> str:
     template = string.Template((cfg.home / "server.properties.template").read_text())
-    sasl = {"sasl_listener": "", "sasl_protocol_map": "", "sasl_properties": ""}
+    listeners, protocols, lines = "", "", []
     if cfg.sasl_port is not None:
-        sasl = {
-            "sasl_listener": f",SASL_PLAINTEXT://{cfg.host}:{cfg.sasl_port}",
-            "sasl_protocol_map": ",SASL_PLAINTEXT:SASL_PLAINTEXT",
-            # No credentials in the file: the users live in the metadata log (format --add-scram).
-            "sasl_properties": "\n" + "\n".join([
-                "# SCRAM listener for clients; the broker itself still talks PLAINTEXT.",
-                f"sasl.enabled.mechanisms={SCRAM_MECHANISM}",
-                f"listener.name.sasl_plaintext.{SCRAM_MECHANISM.lower()}.sasl.jaas.config="
-                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
-            ]),
-        }
+        listeners += f",SASL_PLAINTEXT://{cfg.host}:{cfg.sasl_port}"
+        protocols += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+        # No credentials in the file: the users live in the metadata log (format --add-scram).
+        lines += [
+            "# SCRAM listener for clients; the broker itself still talks PLAINTEXT.",
+            f"sasl.enabled.mechanisms={SCRAM_MECHANISM}",
+            f"listener.name.sasl_plaintext.{SCRAM_MECHANISM.lower()}.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        ]
+    if cfg.ssl_port is not None:
+        listeners += f",SSL://{cfg.host}:{cfg.ssl_port}"
+        protocols += ",SSL:SSL"
+        lines += [
+            "# Mutual-TLS listener for clients (PEM files, no Java keystores).",
+            "listener.name.ssl.ssl.keystore.type=PEM",
+            f"listener.name.ssl.ssl.keystore.location={cfg.ssl_keystore}",
+            "listener.name.ssl.ssl.truststore.type=PEM",
+            f"listener.name.ssl.ssl.truststore.location={cfg.ssl_truststore}",
+            "listener.name.ssl.ssl.client.auth=required",
+        ]
     return template.substitute(host=cfg.host, port=cfg.port, controller_port=cfg.controller_port,
-                               log_dirs=cfg.data_dir, **sasl)
+                               log_dirs=cfg.data_dir, sasl_listener=listeners, sasl_protocol_map=protocols,
+                               sasl_properties="".join("\n" + line for line in lines))
 
 
 def _settings_lines(properties: str) -> list[str]:
@@ -213,6 +242,8 @@ def check_ports_free(cfg: BrokerConfig) -> None:
     ports = [(cfg.port, "TEXTSTREAM_KAFKA_PORT"), (cfg.controller_port, "TEXTSTREAM_KAFKA_CONTROLLER_PORT")]
     if cfg.sasl_port is not None:
         ports.append((cfg.sasl_port, "TEXTSTREAM_KAFKA_SASL_PORT"))
+    if cfg.ssl_port is not None:
+        ports.append((cfg.ssl_port, "the SSL listener port"))
     for port, var in ports:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             # SO_REUSEADDR as the JVM does, so TIME_WAIT left by a stopped broker is not "in use".
@@ -282,7 +313,7 @@ def _format(cfg: BrokerConfig) -> None:
 def _wait_ready(cfg: BrokerConfig, pid: int, timeout: float) -> None:
     # In Kafka 4.x the PLAINTEXT port opens only once the broker is caught up and unfenced.
     deadline = time.monotonic() + timeout
-    ports = [cfg.port] if cfg.sasl_port is None else [cfg.port, cfg.sasl_port]
+    ports = [p for p in (cfg.port, cfg.sasl_port, cfg.ssl_port) if p is not None]
     while not all(_port_open(cfg.host, p) for p in ports):
         if not _alive(pid):
             cfg.pid_file.unlink(missing_ok=True)

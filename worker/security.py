@@ -167,13 +167,36 @@ async def diagnose(bootstrap: str, security: ClientSecurity, timeout_s: float = 
     return None
 
 
+async def _tcp_open(server: str, timeout_s: float = 3.0) -> bool:
+    host, _, port = server.strip().rpartition(":")
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout_s)
+    except (OSError, ValueError, asyncio.TimeoutError):
+        return False
+    writer.close()
+    return True
+
+
+_CLOSED_HINTS: dict[str, str] = {
+    "PLAINTEXT": "does the listener need TLS or SASL? (TEXTSTREAM_SECURITY_PROTOCOL)",
+    "SASL_PLAINTEXT": "is it a SASL_PLAINTEXT listener? (TEXTSTREAM_SECURITY_PROTOCOL)",
+    "SSL": "does the listener require a client certificate (TEXTSTREAM_SSL_CERTFILE/TEXTSTREAM_SSL_KEYFILE), "
+           "and is it a TLS listener (TEXTSTREAM_SECURITY_PROTOCOL)?",
+    "SASL_SSL": "does the listener require a client certificate (TEXTSTREAM_SSL_CERTFILE/TEXTSTREAM_SSL_KEYFILE), "
+                "and is it a SASL_SSL listener (TEXTSTREAM_SECURITY_PROTOCOL)?",
+}
+
+
 async def unreachable(bootstrap: str, security: ClientSecurity, exc: BaseException) -> TextstreamError:
     """The error to raise when a client could not start: the explained authentication or TLS
-    failure if there was one, else 'cannot reach Kafka'."""
+    failure if there was one; a broker that accepts TCP but closes the Kafka connection (a
+    protocol mismatch or a missing client certificate); else 'cannot reach Kafka'."""
     found = await diagnose(bootstrap, security)
     if found is not None:
         return found
-    hint = "is the broker running? `textstream kafka start`"
-    if security.protocol == "PLAINTEXT":
-        hint += "; does the listener need TLS or SASL (TEXTSTREAM_SECURITY_PROTOCOL)?"
-    return BrokerUnavailable(f"cannot reach Kafka at {bootstrap} ({security.describe()}): {exc} ({hint})")
+    servers = [s.strip() for s in bootstrap.split(",")]
+    if any([await _tcp_open(s) for s in servers]):
+        return KafkaAuthError(f"Kafka at {bootstrap} accepts connections but closed ours ({security.describe()}): "
+                              f"{_CLOSED_HINTS[security.protocol]}")
+    return BrokerUnavailable(f"cannot reach Kafka at {bootstrap} ({security.describe()}): {exc} "
+                             "(is the broker running? `textstream kafka start`)")

@@ -1,4 +1,4 @@
-"""The local broker's optional SCRAM-SHA-512 listener, checked without starting Java."""
+"""The local broker's optional SCRAM-SHA-512 and mutual-TLS listeners, checked without starting Java."""
 
 from __future__ import annotations
 
@@ -98,3 +98,21 @@ def test_format_failure_does_not_show_the_scram_password(tmp_path: Path, monkeyp
         kafka_local._format(cfg)
     assert "--add-scram" in str(err.value) and "name=alice" in str(err.value)
     assert "very-secret-pw" not in str(err.value)
+
+
+def test_mutual_tls_listener_uses_pem_files_and_requires_client_certificates(tmp_path: Path) -> None:
+    keystore, truststore = tmp_path / "server-keystore.pem", tmp_path / "ca.pem"
+    keystore.write_text("key and chain\n")
+    truststore.write_text("ca\n")
+    cfg = BrokerConfig(home=KAFKA_HOME, run_dir=tmp_path, port=19092, controller_port=19093, ssl_port=19095,
+                       ssl_keystore=keystore, ssl_truststore=truststore)
+    props = _props(cfg)
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:19092,SSL://127.0.0.1:19095,CONTROLLER://127.0.0.1:19093"
+    assert props["listener.security.protocol.map"].endswith(",SSL:SSL")
+    assert props["listener.name.ssl.ssl.keystore.type"] == props["listener.name.ssl.ssl.truststore.type"] == "PEM"
+    assert props["listener.name.ssl.ssl.keystore.location"] == str(keystore)
+    assert props["listener.name.ssl.ssl.truststore.location"] == str(truststore)
+    assert props["listener.name.ssl.ssl.client.auth"] == "required"
+    assert kafka_local.ssl_bootstrap(cfg) == "127.0.0.1:19095"
+    with pytest.raises(KafkaLocalError, match="needs ssl_truststore"):
+        BrokerConfig(home=KAFKA_HOME, run_dir=tmp_path, ssl_port=19095, ssl_keystore=keystore)

@@ -4,14 +4,13 @@ credentials, TLS contexts from certificates made here with `openssl`, and the er
 from __future__ import annotations
 
 import asyncio
-import shutil
 import ssl
-import subprocess
 from pathlib import Path
 
 import pytest
 from aiokafka.errors import IllegalSaslStateError, SaslAuthenticationFailed, UnsupportedSaslMechanismError
 
+from tests.pki import make_pki
 from worker import security
 from worker.config import describe, load_settings
 from worker.errors import ConfigError
@@ -30,37 +29,9 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # --- certificates -------------------------------------------------------------------------------
 
-def _openssl(*args: str, cwd: Path) -> None:
-    exe = shutil.which("openssl")
-    if exe is None:
-        pytest.fail("`openssl` is not on PATH (apt-get install openssl)")
-    subprocess.run([exe, *args], cwd=cwd, check=True, capture_output=True)
-
-
-def _issue(cwd: Path, ca: str, name: str, cn: str, san: str | None = None) -> None:
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", f"{name}.key",
-             "-out", f"{name}.csr", "-subj", f"/CN={cn}", cwd=cwd)
-    ext = []
-    if san:
-        (cwd / f"{name}.ext").write_text(f"subjectAltName={san}\n")
-        ext = ["-extfile", f"{name}.ext"]
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
-             "-out", f"{name}.pem", "-days", "2", *ext, cwd=cwd)
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two CAs; a server certificate for 127.0.0.1 and a client certificate signed by `ca`, a
-    server certificate signed by `other-ca`; the client key also encrypted with 'key-pw'."""
-    d = tmp_path_factory.mktemp("pki")
-    for ca in ("ca", "other-ca"):
-        _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                 "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-days", "2", "-subj", f"/CN={ca}", cwd=d)
-    _issue(d, "ca", "server", "localhost", "DNS:localhost,IP:127.0.0.1")
-    _issue(d, "ca", "client", "textstream-client")
-    _issue(d, "other-ca", "stranger", "localhost", "DNS:localhost,IP:127.0.0.1")
-    _openssl("pkey", "-in", "client.key", "-aes256", "-passout", "pass:key-pw", "-out", "client-enc.key", cwd=d)
-    return d
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 # --- settings -----------------------------------------------------------------------------------
