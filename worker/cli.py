@@ -57,7 +57,9 @@ def cmd_kafka(args: argparse.Namespace) -> int:
     if args.action == "start":
         kafka_local.assemble(cfg)
         pid = kafka_local.start(cfg, fresh=args.fresh)
-        print(f"kafka running pid={pid} bootstrap={kafka_local.bootstrap(cfg)} logs={cfg.logs_dir}")
+        scram = kafka_local.sasl_bootstrap(cfg)
+        extra = f" scram_bootstrap={scram} (SASL_PLAINTEXT/SCRAM-SHA-512)" if scram else ""
+        print(f"kafka running pid={pid} bootstrap={kafka_local.bootstrap(cfg)}{extra} logs={cfg.logs_dir}")
     elif args.action == "stop":
         print("kafka stopped" if kafka_local.stop(cfg) else "kafka was not running")
     else:
@@ -120,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Assemble Apache Kafka from Maven Central jars into deploy/kafka and run it "
                                    "on 127.0.0.1. Variables: TEXTSTREAM_KAFKA_PORT (9092), "
                                    "TEXTSTREAM_KAFKA_CONTROLLER_PORT (9093), TEXTSTREAM_KAFKA_RUN_DIR, "
-                                   "TEXTSTREAM_KAFKA_HOME.")
+                                   "TEXTSTREAM_KAFKA_HOME; TEXTSTREAM_KAFKA_SASL_PORT (unset) adds a "
+                                   "SASL_PLAINTEXT/SCRAM-SHA-512 listener whose user is TEXTSTREAM_SASL_USERNAME "
+                                   "with TEXTSTREAM_SASL_PASSWORD (created at format time: use --fresh).")
     p.add_argument("action", choices=["start", "stop", "status"])
     p.add_argument("--fresh", action="store_true", help="wipe the broker's data before starting")
     p.set_defaults(func=cmd_kafka)
