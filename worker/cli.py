@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from worker import config, kafka_local, logs, security
+from worker import config, kafka_local, logs
 from worker.errors import TextstreamError
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def _config_epilog() -> str:
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = config.load_settings()
     logs.setup(settings.log_level, settings.log_format)
-    from worker import app, registry, topics
+    from worker import app, registry, security, topics
     from worker.serving import Serving
 
     version = registry.serving_version(settings.model_dir)  # fails fast on an empty registry
@@ -72,7 +72,7 @@ def cmd_kafka(args: argparse.Namespace) -> int:
 def cmd_send(args: argparse.Namespace) -> int:
     logs.setup("WARNING")
     settings = config.load_settings()
-    from worker import client, topics
+    from worker import client, security, topics
 
     access = security.from_settings(settings)
     topic = args.topic or settings.input_topic
@@ -93,7 +93,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 def cmd_tail(args: argparse.Namespace) -> int:
     logs.setup("WARNING")
     settings = config.load_settings()
-    from worker import client
+    from worker import client, security
 
     topics = args.topic or [settings.dlq_topic if args.dlq else settings.output_topic]
     try:
