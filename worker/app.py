@@ -25,12 +25,12 @@ from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from worker import batch, logs, metrics, topics
-from worker import security  # own line: app.py's imports change on other branches too
 from worker.batch import RawRecord
 from worker.codec import Source
 from worker.config import Settings
 from worker.errors import TextstreamError
 from worker.lag import LagProbe
+from worker.security import ClientSecurity, from_settings
 from worker.serving import Serving
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def to_raw(event: Any) -> RawRecord:
     )
 
 
-def broker_credentials(access: security.ClientSecurity) -> faust.types.auth.CredentialsT | None:
+def broker_credentials(access: ClientSecurity) -> faust.types.auth.CredentialsT | None:
     """The same security as every other client, as Faust's credentials (its aiokafka driver maps
     them back onto security_protocol, sasl_mechanism, sasl_plain_* and ssl_context)."""
     if access.sasl:
@@ -72,7 +72,7 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
     # Faust wants a data directory even without tables; its parent must exist.
     datadir = Path(tempfile.gettempdir()) / "textstream" / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
-    access = security.from_settings(settings)
+    access = from_settings(settings)
     app = faust.App(
         settings.app_id,
         broker=settings.faust_broker,
