@@ -30,6 +30,7 @@ from worker.codec import Source
 from worker.config import Settings
 from worker.errors import TextstreamError
 from worker.lag import LagProbe
+from worker.security import ClientSecurity, from_settings
 from worker.serving import Serving
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,17 @@ def to_raw(event: Any) -> RawRecord:
     )
 
 
+def broker_credentials(access: ClientSecurity) -> faust.types.auth.CredentialsT | None:
+    """The same security as every other client, as Faust's credentials (its aiokafka driver maps
+    them back onto security_protocol, sasl_mechanism, sasl_plain_* and ssl_context)."""
+    if access.sasl:
+        return faust.SASLCredentials(username=access.username, password=access.password,
+                                     mechanism=access.mechanism, ssl_context=access.ssl_context)
+    if access.tls:
+        return faust.SSLCredentials(access.ssl_context)
+    return None
+
+
 @functools.cache
 def faust_metrics() -> FaustMetrics:
     """Faust's transport metrics (`faust_*`), registered once per process however many apps."""
@@ -60,9 +72,11 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
     # Faust wants a data directory even without tables; its parent must exist.
     datadir = Path(tempfile.gettempdir()) / "textstream" / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
+    access = from_settings(settings)
     app = faust.App(
         settings.app_id,
         broker=settings.faust_broker,
+        broker_credentials=broker_credentials(access),
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=settings.topic_partitions,
@@ -89,7 +103,7 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
     if serving.bundle is not None:  # handed a loaded version (tests): serve it at once
         model_ready.set()
     reload_lock = asyncio.Lock()
-    lag = LagProbe(settings.bootstrap_servers, settings.app_id)
+    lag = LagProbe(settings.bootstrap_servers, settings.app_id, access)
     state: dict[str, Any] = {"tick": time.time(), "assigned": None, "started": time.time()}
 
     async def reload(reason: str) -> None:
@@ -101,7 +115,7 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
                 if new is None:
                     return
                 await topics.ensure_topics(settings.bootstrap_servers, batch.output_topics(settings, new.labels),
-                                           settings.topic_partitions)
+                                           settings.topic_partitions, security=access)
             except TextstreamError as exc:
                 serving.fail(exc)
                 if serving.bundle is None:  # nothing to fall back to at start: fail fast and loud
@@ -201,9 +215,10 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
         Polling the registry stays the fallback, so a broken connection here only delays reloads."""
         while True:
             consumer = AIOKafkaConsumer(settings.models_topic, bootstrap_servers=settings.bootstrap_servers,
-                                        group_id=None, auto_offset_reset="latest", enable_auto_commit=False)
+                                        group_id=None, auto_offset_reset="latest", enable_auto_commit=False,
+                                        **access.kwargs())
             try:
-                await topics.ensure_topics(settings.bootstrap_servers, [settings.models_topic], 1)
+                await topics.ensure_topics(settings.bootstrap_servers, [settings.models_topic], 1, security=access)
                 await consumer.start()
                 async for event in consumer:
                     logger.info("model event %s", (event.value or b"")[:200].decode("utf-8", "replace"))
