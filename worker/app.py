@@ -164,22 +164,28 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
             await stream.ack(event)
         metrics.IN_FLIGHT.dec(len(events))
 
-    @app.agent(source, name="label-texts")
-    async def label_texts(stream: Any) -> None:  # a faust.Stream; StreamT lacks noack_take
-        """Two batches overlap: while Kafka acknowledges the outputs of one, the model runs the next.
+    async def labeller(stream: Any, taken: asyncio.Queue[list[Any]]) -> None:
+        """Runs the model on everything taken so far (up to a batch), overlapping with the acks.
 
-        Inputs are acked only in `settle`, after their outputs; each `settle` starts only after the
-        previous one succeeded, so offsets advance in order and never past an unacknowledged output.
-        A failure stops the worker with nothing of the failed batch (or any later one) acked: the
-        restart redelivers them rather than skip them.
+        While the model runs, the agent keeps taking records, so the next model batch is whatever
+        arrived meanwhile, with no deadline to wait out under load. Inputs are acked only in
+        `settle`, after their outputs; each `settle` starts only after the previous one succeeded,
+        so offsets advance in order and never past an unacknowledged output. A failure stops the
+        worker with nothing of the failed batch (or any later one) acked: the restart redelivers
+        them rather than skip them.
         """
-        await model_ready.wait()
         previous: asyncio.Task[None] | None = None
+        carry: list[Any] = []  # a taken batch that did not fit into the previous model batch
         try:
-            async for taken in stream.noack_take(settings.batch_size, within=settings.batch_max_wait):
-                events = list(taken)
+            while True:
+                events, carry = carry or await taken.get(), []
+                while not taken.empty():
+                    more = taken.get_nowait()
+                    if len(events) + len(more) > settings.batch_size:
+                        carry = more
+                        break
+                    events += more
                 metrics.BATCH_SIZE.observe(len(events))
-                metrics.IN_FLIGHT.inc(len(events))
                 try:
                     labelled = await label(events)
                     if previous is not None:
@@ -194,6 +200,27 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
         finally:
             if previous is not None and not previous.done():
                 await asyncio.wait([previous], timeout=30)  # on shutdown: let the last batch's acks land
+
+    @app.agent(source, name="label-texts")
+    async def label_texts(stream: Any) -> None:  # a faust.Stream; StreamT lacks noack_take
+        """Takes micro-batches (size or deadline) and hands them to the labeller without waiting for
+        the model: Faust's take() starts its deadline only once the body returns."""
+        await model_ready.wait()
+        taken: asyncio.Queue[list[Any]] = asyncio.Queue(maxsize=2)  # bounded: backpressure on the consumer
+        worker = asyncio.create_task(labeller(stream, taken))
+        try:
+            async for batch_ in stream.noack_take(settings.batch_size, within=settings.batch_max_wait):
+                events = list(batch_)
+                metrics.IN_FLIGHT.inc(len(events))
+                put = asyncio.create_task(taken.put(events))
+                await asyncio.wait([put, worker], return_when=asyncio.FIRST_COMPLETED)
+                if worker.done():  # the labeller stopped the worker: take nothing more
+                    put.cancel()
+                    return
+        finally:
+            if not worker.done():
+                worker.cancel()
+                await asyncio.wait([worker], timeout=35)
 
     def crash_on_failure(task: asyncio.Task[None]) -> None:
         # When no further batch comes to await it, a failed settle must still stop the worker.
