@@ -71,15 +71,30 @@ async def test_agent_labels_batches_routes_and_dead_letters(app_and_producer: An
     assert ("error", b"text_not_string") in dead[3]
 
 
-async def test_a_failed_send_is_not_acked(app_and_producer: Any) -> None:
-    app, producer = app_and_producer
-    producer.fail = True
+def record_crashes(app: Any) -> list[BaseException]:
+    """Replace app.crash (which would stop the test's event loop) by a recorder."""
     crashed: list[BaseException] = []
 
     async def record_crash(exc: BaseException) -> None:
         crashed.append(exc)
 
     app.crash = record_crash
+    return crashed
+
+
+async def two_batches_in_flight(ctx: Any, producer: RecordingProducer) -> list[Any]:
+    """Batch 1 (4 texts) sent and unacknowledged, then batch 2 labelled and sent too; their events."""
+    first = [await ctx.put(value=orjson.dumps({"text": f"first batch text {i}"})) for i in range(4)]
+    await wait_for(lambda: len(producer.sent) == 8)
+    second = [await ctx.put(value=orjson.dumps({"text": f"second batch text {i}"})) for i in range(4)]
+    await wait_for(lambda: len(producer.sent) == 16)
+    return first + second
+
+
+async def test_a_failed_send_is_not_acked(app_and_producer: Any) -> None:
+    app, producer = app_and_producer
+    producer.fail = True
+    crashed = record_crashes(app)
     agent = app.agents["label-texts"]
     async with agent.test_context() as ctx:
         event = await ctx.put(value=b"a text that cannot be delivered")
@@ -95,34 +110,23 @@ async def test_batches_overlap_but_offsets_advance_in_order(app_and_producer: An
     producer.hold = True
     agent = app.agents["label-texts"]
     async with agent.test_context() as ctx:
-        first = [await ctx.put(value=orjson.dumps({"text": f"first batch text {i}"})) for i in range(4)]
-        await wait_for(lambda: len(producer.sent) == 8)
-        second = [await ctx.put(value=orjson.dumps({"text": f"second batch text {i}"})) for i in range(4)]
-        await wait_for(lambda: len(producer.sent) == 16)  # labelled and sent while batch 1 is unacknowledged
+        events = await two_batches_in_flight(ctx, producer)
         for fut in producer.acks[8:]:
             fut.set_result(None)  # Kafka acknowledged batch 2 first
         await asyncio.sleep(0.3)
-        assert not any(e.message.acked for e in first + second)
+        assert not any(e.message.acked for e in events)
         for fut in producer.acks[:8]:
             fut.set_result(None)
-        await wait_for(lambda: all(e.message.acked for e in first + second))
+        await wait_for(lambda: all(e.message.acked for e in events))
 
 
 async def test_a_failed_batch_stops_later_batches_from_being_acked(app_and_producer: Any) -> None:
     app, producer = app_and_producer
     producer.hold = True
-    crashed: list[BaseException] = []
-
-    async def record_crash(exc: BaseException) -> None:
-        crashed.append(exc)
-
-    app.crash = record_crash
+    crashed = record_crashes(app)
     agent = app.agents["label-texts"]
     async with agent.test_context() as ctx:
-        first = [await ctx.put(value=orjson.dumps({"text": f"first batch text {i}"})) for i in range(4)]
-        await wait_for(lambda: len(producer.sent) == 8)
-        second = [await ctx.put(value=orjson.dumps({"text": f"second batch text {i}"})) for i in range(4)]
-        await wait_for(lambda: len(producer.sent) == 16)
+        events = await two_batches_in_flight(ctx, producer)
         for fut in producer.acks[8:]:
             fut.set_result(None)
         producer.acks[0].set_exception(RuntimeError("broker said no"))
@@ -130,5 +134,5 @@ async def test_a_failed_batch_stops_later_batches_from_being_acked(app_and_produ
             fut.set_result(None)
         await wait_for(lambda: crashed)
         await asyncio.sleep(0.3)
-        assert not any(e.message.acked for e in first + second)
+        assert not any(e.message.acked for e in events)
     assert "broker said no" in str(crashed[0])
