@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from worker import config, events, registry
+from worker import config, events, registry, security
 from worker.errors import RegistryError, TextstreamError
 
 
@@ -98,7 +98,8 @@ def announce(args: argparse.Namespace, event: dict[str, Any]) -> None:
     """Tell running workers on TEXTSTREAM_MODELS_TOPIC; they also poll, so a missing broker only delays them."""
     if getattr(args, "announce", True):
         settings = config.load_settings()
-        events.notify(settings.bootstrap_servers, settings.models_topic, {**event, "registry": str(args.model_dir)})
+        events.notify(settings.bootstrap_servers, settings.models_topic, {**event, "registry": str(args.model_dir)},
+                      security=security.from_settings(settings))
 
 
 def worker_status(url: str) -> dict[str, Any]:

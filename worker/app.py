@@ -24,12 +24,13 @@ from aiokafka import AIOKafkaConsumer
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from worker import batch, logs, metrics, topics
+from worker import batch, bundle, logs, metrics, topics
 from worker.batch import RawRecord
 from worker.codec import Source
 from worker.config import Settings
 from worker.errors import TextstreamError
 from worker.lag import LagProbe
+from worker.security import ClientSecurity, from_settings
 from worker.serving import Serving
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,17 @@ def to_raw(event: Any) -> RawRecord:
     )
 
 
+def broker_credentials(access: ClientSecurity) -> faust.types.auth.CredentialsT | None:
+    """The same security as every other client, as Faust's credentials (its aiokafka driver maps
+    them back onto security_protocol, sasl_mechanism, sasl_plain_* and ssl_context)."""
+    if access.sasl:
+        return faust.SASLCredentials(username=access.username, password=access.password,
+                                     mechanism=access.mechanism, ssl_context=access.ssl_context)
+    if access.tls:
+        return faust.SSLCredentials(access.ssl_context)
+    return None
+
+
 @functools.cache
 def faust_metrics() -> FaustMetrics:
     """Faust's transport metrics (`faust_*`), registered once per process however many apps."""
@@ -60,9 +72,11 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
     # Faust wants a data directory even without tables; its parent must exist.
     datadir = Path(tempfile.gettempdir()) / "textstream" / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
+    access = from_settings(settings)
     app = faust.App(
         settings.app_id,
         broker=settings.faust_broker,
+        broker_credentials=broker_credentials(access),
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=settings.topic_partitions,
@@ -73,6 +87,11 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
         # Client-side cap only (the broker's message.max.bytes decides): room for a dead-lettered
         # input of the largest accepted size plus its headers.
         producer_max_request_size=max(settings.max_text_bytes, settings.max_output_bytes) + 65_536,
+        # A batch's outputs are handed over at once: let them travel in few, large record batches
+        # (Faust's default caps a batch at 16 KB, a handful of outputs). This halves the broker's
+        # CPU per record (bench/throughput.py); 512 KB stays under the broker's 1 MB batch limit.
+        producer_max_batch_size=524_288,
+        producer_linger=0.005,
         web_port=settings.web_port,
         web_bind=settings.web_host,
         web_in_thread=False,
@@ -89,7 +108,7 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
     if serving.bundle is not None:  # handed a loaded version (tests): serve it at once
         model_ready.set()
     reload_lock = asyncio.Lock()
-    lag = LagProbe(settings.bootstrap_servers, settings.app_id)
+    lag = LagProbe(settings.bootstrap_servers, settings.app_id, access)
     state: dict[str, Any] = {"tick": time.time(), "assigned": None, "started": time.time()}
 
     async def reload(reason: str) -> None:
@@ -101,7 +120,7 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
                 if new is None:
                     return
                 await topics.ensure_topics(settings.bootstrap_servers, batch.output_topics(settings, new.labels),
-                                           settings.topic_partitions)
+                                           settings.topic_partitions, security=access)
             except TextstreamError as exc:
                 serving.fail(exc)
                 if serving.bundle is None:  # nothing to fall back to at start: fail fast and loud
@@ -117,20 +136,25 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
             freed = await loop.run_in_executor(load_pool, gc.collect)  # frees the old graph (~20 MB a reload)
             logger.info("released the previous version: %d objects in %.3fs", freed, time.perf_counter() - started)
 
-    async def handle(events: list[Any]) -> None:
+    async def label(events: list[Any]) -> tuple[list[RawRecord], batch.BatchResult, list[Any]]:
+        """Run one batch through the model and hand every output to the producer (not yet acked)."""
         records = [to_raw(e) for e in events]
-        loop = asyncio.get_running_loop()
-        bundle = serving.bundle
-        assert bundle is not None  # the agent waits for model_ready
+        model = serving.bundle
+        assert model is not None  # the agent waits for model_ready
         started = time.perf_counter()
-        result = await loop.run_in_executor(infer_pool, batch.process, bundle, settings, records)
+        result = await asyncio.get_running_loop().run_in_executor(infer_pool, batch.process, model, settings, records)
         metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
         producer = app.producer
         pending = [
             await producer.send(o.topic, o.key, o.value, partition=None, timestamp=None, headers=o.headers)
             for o in result.outgoing
         ]
-        await asyncio.gather(*pending)  # every output acknowledged by Kafka (acks=all)
+        return records, result, pending
+
+    async def settle(stream: Any, events: list[Any], records: list[RawRecord], result: batch.BatchResult,
+                     pending: list[Any]) -> None:
+        """Wait until Kafka acknowledged every output of a batch (acks=all), then ack its inputs."""
+        await asyncio.gather(*pending)
         now = time.time()
         for rec in records:
             if rec.timestamp:
@@ -141,25 +165,73 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
                 "dead-lettered %s/%d/%d reason=%s detail=%s",
                 rej.source.topic, rej.source.partition, rej.source.offset, rej.reason, rej.detail[:200],
             )
+        for event in events:
+            await stream.ack(event)
+        metrics.IN_FLIGHT.dec(len(events))
+
+    async def labeller(stream: Any, taken: asyncio.Queue[list[Any]]) -> None:
+        """Runs the model on everything taken so far (up to a batch), overlapping with the acks.
+
+        While the model runs, the agent keeps taking records, so the next model batch is whatever
+        arrived meanwhile, with no deadline to wait out under load. Inputs are acked only in
+        `settle`, after their outputs; each `settle` starts only after the previous one succeeded,
+        so offsets advance in order and never past an unacknowledged output. A failure stops the
+        worker with nothing of the failed batch (or any later one) acked: the restart redelivers
+        them rather than skip them.
+        """
+        previous: asyncio.Task[None] | None = None
+        carry: list[Any] = []  # a taken batch that did not fit into the previous model batch
+        try:
+            while True:
+                events, carry = carry or await taken.get(), []
+                while not taken.empty():
+                    more = taken.get_nowait()
+                    if len(events) + len(more) > settings.batch_size:
+                        carry = more
+                        break
+                    events += more
+                metrics.BATCH_SIZE.observe(len(events))
+                try:
+                    labelled = await label(events)
+                    if previous is not None:
+                        await previous
+                except Exception as exc:
+                    logger.exception("a batch failed (this one of %d or the one before); stopping the worker without "
+                                     "committing either", len(events))
+                    await app.crash(exc)
+                    return
+                previous = asyncio.create_task(settle(stream, events, *labelled))
+                previous.add_done_callback(crash_on_failure)
+        finally:
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous], timeout=30)  # on shutdown: let the last batch's acks land
 
     @app.agent(source, name="label-texts")
     async def label_texts(stream: Any) -> None:  # a faust.Stream; StreamT lacks noack_take
+        """Takes micro-batches (size or deadline) and hands them to the labeller without waiting for
+        the model: Faust's take() starts its deadline only once the body returns."""
         await model_ready.wait()
-        async for events in stream.noack_take(settings.batch_size, within=settings.batch_max_wait):
-            metrics.BATCH_SIZE.observe(len(events))
-            metrics.IN_FLIGHT.inc(len(events))
-            try:
-                await handle(list(events))
-            except Exception as exc:
-                # Nothing of this batch is acked, so its offsets are never committed: stop the
-                # worker and let the restart redeliver the batch rather than skip it.
-                logger.exception("batch of %d failed; stopping the worker without committing it", len(events))
-                await app.crash(exc)
-                return
-            finally:
-                metrics.IN_FLIGHT.dec(len(events))
-            for event in events:
-                await stream.ack(event)
+        taken: asyncio.Queue[list[Any]] = asyncio.Queue(maxsize=2)  # bounded: backpressure on the consumer
+        worker = asyncio.create_task(labeller(stream, taken))
+        try:
+            async for batch_ in stream.noack_take(settings.batch_size, within=settings.batch_max_wait):
+                events = list(batch_)
+                metrics.IN_FLIGHT.inc(len(events))
+                put = asyncio.create_task(taken.put(events))
+                await asyncio.wait([put, worker], return_when=asyncio.FIRST_COMPLETED)
+                if worker.done():  # the labeller stopped the worker: take nothing more
+                    put.cancel()
+                    return
+        finally:
+            if not worker.done():
+                worker.cancel()
+                await asyncio.wait([worker], timeout=35)
+
+    def crash_on_failure(task: asyncio.Task[None]) -> None:
+        # When no further batch comes to await it, a failed settle must still stop the worker.
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("outputs of a batch were not acknowledged: %s; stopping the worker", task.exception())
+            asyncio.ensure_future(app.crash(task.exception()))  # type: ignore[arg-type]
 
     @app.task
     async def load_first_model() -> None:
@@ -175,9 +247,10 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
         Polling the registry stays the fallback, so a broken connection here only delays reloads."""
         while True:
             consumer = AIOKafkaConsumer(settings.models_topic, bootstrap_servers=settings.bootstrap_servers,
-                                        group_id=None, auto_offset_reset="latest", enable_auto_commit=False)
+                                        group_id=None, auto_offset_reset="latest", enable_auto_commit=False,
+                                        **access.kwargs())
             try:
-                await topics.ensure_topics(settings.bootstrap_servers, [settings.models_topic], 1)
+                await topics.ensure_topics(settings.bootstrap_servers, [settings.models_topic], 1, security=access)
                 await consumer.start()
                 async for event in consumer:
                     logger.info("model event %s", (event.value or b"")[:200].decode("utf-8", "replace"))
@@ -242,6 +315,8 @@ def run(settings: Settings, serving: Serving) -> None:
     cleanly: the agent finishes or abandons its batch, acked offsets are committed)."""
     app = create_app(settings, serving)
     import keras  # noqa: F401  (imported here so that the freeze below covers it)
+
+    bundle.configure_threads(settings)
 
     # Move everything imported so far (TensorFlow, Keras, Faust: hundreds of thousands of objects)
     # out of the collector's sight: the full collection that frees a replaced model version then

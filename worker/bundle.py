@@ -19,6 +19,7 @@ import numpy as np
 
 from worker import layers  # noqa: F401  (registers the custom layers the saved models use)
 from worker import registry
+from worker.config import Settings
 from worker.errors import BundleError
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ CLASSIFIER = "classifier.keras"
 ENCODER = "encoder.keras"
 CENTROIDS = "centroids.npy"
 BUNDLE_FILES = (CLASSIFIER, ENCODER, CENTROIDS)
+CHUNK = 64  # texts per model call after sorting a batch by length (bench/throughput.py)
 
 InferFn = Callable[[Sequence[str]], tuple[np.ndarray, np.ndarray]]
 
@@ -46,7 +48,31 @@ class Bundle:
     loaded_at: float = 0.0
 
 
-def compile_infer(classifier: Any, encoder: Any) -> InferFn:
+def configure_threads(settings: Settings) -> None:
+    """TensorFlow's thread pools; must run before the first TensorFlow op of the process."""
+    import tensorflow as tf
+
+    try:
+        if settings.inter_op_threads:
+            tf.config.threading.set_inter_op_parallelism_threads(settings.inter_op_threads)
+        if settings.intra_op_threads:
+            tf.config.threading.set_intra_op_parallelism_threads(settings.intra_op_threads)
+    except RuntimeError as exc:  # already initialised (a second app in one process): keep what is set
+        logger.warning("TensorFlow thread settings not applied: %s", exc)
+
+
+def length_chunks(texts: Sequence[str], size: int) -> list[list[int]]:
+    """Indices of `texts` in chunks of about `size`, shortest texts first.
+
+    The LSTM runs as many steps as the longest text of its call (up to the model's cut), so a short
+    email batched with news articles pays for their length; sorted chunks pay only for their own.
+    """
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    n = max(1, round(len(order) / size))
+    return [list(chunk) for chunk in np.array_split(np.array(order, dtype=np.int64), n)] if order else []
+
+
+def compile_infer(classifier: Any, encoder: Any, chunk: int = CHUNK) -> InferFn:
     """Wrap both models in one graph with a fixed signature: strings in, (probs, embeddings) out."""
     import tensorflow as tf
 
@@ -56,8 +82,12 @@ def compile_infer(classifier: Any, encoder: Any) -> InferFn:
         return classifier(column, training=False), encoder(column, training=False)
 
     def infer(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        probs, embeddings = graph(tf.constant(list(texts), dtype=tf.string))
-        return probs.numpy(), embeddings.numpy()
+        probs = np.empty((len(texts), classifier.output_shape[-1]), dtype=np.float32)
+        embeddings = np.empty((len(texts), encoder.output_shape[-1]), dtype=np.float32)
+        for idx in length_chunks(texts, chunk):
+            p, e = graph(tf.constant([texts[i] for i in idx], dtype=tf.string))
+            probs[idx], embeddings[idx] = p.numpy(), e.numpy()
+        return probs, embeddings
 
     return infer
 

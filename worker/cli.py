@@ -29,18 +29,21 @@ def _config_epilog() -> str:
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = config.load_settings()
     logs.setup(settings.log_level, settings.log_format)
-    from worker import app, registry, topics
+    from worker import app, registry, security, topics
     from worker.serving import Serving
 
     version = registry.serving_version(settings.model_dir)  # fails fast on an empty registry
+    access = security.from_settings(settings)  # fails fast on unreadable certificates
+    # Also the start-up check of the broker, the credentials and TLS: wrong ones stop here with a
+    # message instead of Faust retrying for ever.
     created = asyncio.run(topics.ensure_topics(
         settings.bootstrap_servers, [settings.input_topic, settings.output_topic, settings.dlq_topic],
-        settings.topic_partitions,
+        settings.topic_partitions, security=access,
     ))
     logger.info(
-        "worker app_id=%s broker=%s input=%s output=%s dlq=%s registry=%s version=%d batch_size=%d "
+        "worker app_id=%s broker=%s security=%s input=%s output=%s dlq=%s registry=%s version=%d batch_size=%d "
         "batch_max_wait=%.3fs web=%s:%d created_topics=%s",
-        settings.app_id, settings.bootstrap_servers, settings.input_topic, settings.output_topic,
+        settings.app_id, settings.bootstrap_servers, access.describe(), settings.input_topic, settings.output_topic,
         settings.dlq_topic, settings.model_dir, version, settings.batch_size, settings.batch_max_wait,
         settings.web_host, settings.web_port, ",".join(created) or "none",
     )
@@ -54,7 +57,9 @@ def cmd_kafka(args: argparse.Namespace) -> int:
     if args.action == "start":
         kafka_local.assemble(cfg)
         pid = kafka_local.start(cfg, fresh=args.fresh)
-        print(f"kafka running pid={pid} bootstrap={kafka_local.bootstrap(cfg)} logs={cfg.logs_dir}")
+        scram = kafka_local.sasl_bootstrap(cfg)
+        extra = f" scram_bootstrap={scram} (SASL_PLAINTEXT/SCRAM-SHA-512)" if scram else ""
+        print(f"kafka running pid={pid} bootstrap={kafka_local.bootstrap(cfg)}{extra} logs={cfg.logs_dir}")
     elif args.action == "stop":
         print("kafka stopped" if kafka_local.stop(cfg) else "kafka was not running")
     else:
@@ -67,17 +72,20 @@ def cmd_kafka(args: argparse.Namespace) -> int:
 def cmd_send(args: argparse.Namespace) -> int:
     logs.setup("WARNING")
     settings = config.load_settings()
-    from worker import client, topics
+    from worker import client, security, topics
 
+    access = security.from_settings(settings)
     topic = args.topic or settings.input_topic
-    asyncio.run(topics.ensure_topics(settings.bootstrap_servers, [topic], settings.topic_partitions))
+    asyncio.run(topics.ensure_topics(settings.bootstrap_servers, [topic], settings.topic_partitions,
+                                     security=access))
     if args.file in (None, "-"):
         values = client.read_lines(sys.stdin.buffer)
-        n = asyncio.run(client.send_values(settings.bootstrap_servers, topic, values, key_field=args.key_field))
+        n = asyncio.run(client.send_values(settings.bootstrap_servers, topic, values, key_field=args.key_field,
+                                           security=access))
     else:
         with Path(args.file).open("rb") as fh:
             n = asyncio.run(client.send_values(settings.bootstrap_servers, topic, client.read_lines(fh),
-                                               key_field=args.key_field))
+                                               key_field=args.key_field, security=access))
     print(f"sent {n} records to {topic}", file=sys.stderr)
     return 0
 
@@ -85,13 +93,13 @@ def cmd_send(args: argparse.Namespace) -> int:
 def cmd_tail(args: argparse.Namespace) -> int:
     logs.setup("WARNING")
     settings = config.load_settings()
-    from worker import client
+    from worker import client, security
 
     topics = args.topic or [settings.dlq_topic if args.dlq else settings.output_topic]
     try:
         asyncio.run(client.tail(settings.bootstrap_servers, topics, as_json=args.json,
                                 from_beginning=not args.latest, idle_timeout=args.idle_timeout,
-                                max_records=args.max))
+                                max_records=args.max, security=security.from_settings(settings)))
     except KeyboardInterrupt:
         pass
     return 0
@@ -114,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Assemble Apache Kafka from Maven Central jars into deploy/kafka and run it "
                                    "on 127.0.0.1. Variables: TEXTSTREAM_KAFKA_PORT (9092), "
                                    "TEXTSTREAM_KAFKA_CONTROLLER_PORT (9093), TEXTSTREAM_KAFKA_RUN_DIR, "
-                                   "TEXTSTREAM_KAFKA_HOME.")
+                                   "TEXTSTREAM_KAFKA_HOME; TEXTSTREAM_KAFKA_SASL_PORT (unset) adds a "
+                                   "SASL_PLAINTEXT/SCRAM-SHA-512 listener whose user is TEXTSTREAM_SASL_USERNAME "
+                                   "with TEXTSTREAM_SASL_PASSWORD (created at format time: use --fresh).")
     p.add_argument("action", choices=["start", "stop", "status"])
     p.add_argument("--fresh", action="store_true", help="wipe the broker's data before starting")
     p.set_defaults(func=cmd_kafka)

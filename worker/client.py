@@ -14,7 +14,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
-from worker.topics import BrokerUnavailable
+from worker.security import PLAINTEXT, BrokerUnavailable, ClientSecurity, unreachable
 
 logger = logging.getLogger(__name__)
 
@@ -33,16 +33,16 @@ def key_of(line: bytes, key_field: str | None) -> bytes | None:
 
 async def send_values(
     bootstrap: str, topic: str, values: Iterable[bytes], *, key_field: str | None = "id",
-    max_request_size: int = 16 * 1024 * 1024,
+    max_request_size: int = 16 * 1024 * 1024, security: ClientSecurity = PLAINTEXT,
 ) -> int:
     """Produce each value as one record (bytes unchanged); wait until Kafka acknowledged all."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
-                                max_request_size=max_request_size)
+                                max_request_size=max_request_size, **security.kwargs())
     try:
         await producer.start()
     except KafkaConnectionError as exc:
         await producer.stop()
-        raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+        raise await unreachable(bootstrap, security, exc) from None
     count = 0
     try:
         pending = []
@@ -79,19 +79,19 @@ class Record:
 
 async def follow(
     bootstrap: str, topics: Sequence[str], *, from_beginning: bool = True, idle_timeout: float | None = None,
-    max_records: int | None = None,
+    max_records: int | None = None, security: ClientSecurity = PLAINTEXT,
 ) -> AsyncIterator[Record]:
     """Yield records of `topics` (no consumer group, nothing committed) until `max_records` or
     `idle_timeout` seconds without a record."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-        auto_offset_reset="earliest" if from_beginning else "latest",
+        auto_offset_reset="earliest" if from_beginning else "latest", **security.kwargs(),
     )
     try:
         await consumer.start()
     except KafkaConnectionError as exc:
         await consumer.stop()
-        raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+        raise await unreachable(bootstrap, security, exc) from None
     try:
         partitions = []
         for topic in topics:
@@ -161,10 +161,11 @@ def render(record: Record, as_json: bool) -> str:
 
 
 async def tail(bootstrap: str, topics: Sequence[str], *, as_json: bool, from_beginning: bool,
-               idle_timeout: float | None, max_records: int | None, out: IO[str] = sys.stdout) -> int:
+               idle_timeout: float | None, max_records: int | None, out: IO[str] = sys.stdout,
+               security: ClientSecurity = PLAINTEXT) -> int:
     count = 0
     async for record in follow(bootstrap, topics, from_beginning=from_beginning,
-                               idle_timeout=idle_timeout, max_records=max_records):
+                               idle_timeout=idle_timeout, max_records=max_records, security=security):
         out.write(render(record, as_json) + "\n")
         out.flush()
         count += 1

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.errors import ConfigError
@@ -22,6 +22,9 @@ _BROKER_RE = re.compile(r"^(kafka://)?[^\s:/;]+:\d{1,5}$")
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LogFormat = Literal["text", "json"]
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
+SECRET_FIELDS = frozenset({"sasl_password", "ssl_key_password"})
 
 
 class Settings(BaseSettings):
@@ -40,6 +43,10 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(4, ge=1, le=1024, description="partitions of topics the worker creates")
     batch_size: int = Field(256, ge=1, le=100_000, description="max records per model batch")
     batch_max_wait: float = Field(0.05, gt=0, le=60, description="seconds to wait for a batch to fill")
+    # Inference runs in one thread; TensorFlow then splits each op over `intra` threads and runs
+    # `inter` independent ops at once. 0 = TensorFlow's choice (the number of cores for both).
+    inter_op_threads: int = Field(0, ge=0, le=256, description="TensorFlow inter-op threads (0 = number of cores)")
+    intra_op_threads: int = Field(0, ge=0, le=256, description="TensorFlow intra-op threads (0 = number of cores)")
     max_text_bytes: int = Field(1_048_576, ge=1, description="larger record values are dead-lettered")
     # Kafka's default message.max.bytes is 1,048,588; an output record over this limit would be
     # refused by the broker and crash-loop the worker, so it is dead-lettered instead.
@@ -50,6 +57,19 @@ class Settings(BaseSettings):
     novelty_threshold: float = Field(0.3, ge=-1, le=1, description="cluster similarity below this counts as a novel text")
     log_level: LogLevel = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_format: LogFormat = Field("text", description="text (readable) or json (one object per line)")
+    # Kafka security: every client of the project (worker, lag probe, admin, send/tail, announce)
+    # takes these through worker/security.py.
+    security_protocol: SecurityProtocol = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (Kafka security.protocol)")
+    sasl_mechanism: SaslMechanism = Field(
+        "SCRAM-SHA-512", description="SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN (used with SASL_*)")
+    sasl_username: str | None = Field(None, description="SASL user (required with SASL_*)")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (required with SASL_*; never logged)")
+    ssl_cafile: Path | None = Field(None, description="PEM file of the CA(s) that signed the brokers' certificates "
+                                                      "(default: the system's trust store)")
+    ssl_certfile: Path | None = Field(None, description="PEM client certificate (chain) for TLS client authentication")
+    ssl_keyfile: Path | None = Field(None, description="PEM private key of the client certificate")
+    ssl_key_password: SecretStr | None = Field(None, description="password of an encrypted private key (never logged)")
 
     @field_validator("broker")
     @classmethod
@@ -83,6 +103,60 @@ class Settings(BaseSettings):
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
+    @field_validator("security_protocol", mode="before")
+    @classmethod
+    def _protocol_upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("sasl_mechanism", mode="before")
+    @classmethod
+    def _mechanism_upper(cls, value: object) -> object:
+        return value.strip().upper().replace("_", "-") if isinstance(value, str) else value
+
+    @field_validator("sasl_username", "ssl_cafile", "ssl_certfile", "ssl_keyfile", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("sasl_password", "ssl_key_password", mode="before")
+    @classmethod
+    def _empty_secret_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and value == "" else value
+
+    @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_security(self) -> Settings:
+        """Combinations that would only fail at the first connection, reported at start instead."""
+        problems: list[tuple[str, str]] = []
+        sasl = self.security_protocol.startswith("SASL_")
+        tls = self.security_protocol.endswith("SSL")
+        if sasl and not self.sasl_username:
+            problems.append(("sasl_username", f"required with TEXTSTREAM_SECURITY_PROTOCOL={self.security_protocol}"))
+        if sasl and (self.sasl_password is None or not self.sasl_password.get_secret_value()):
+            problems.append(("sasl_password", f"required with TEXTSTREAM_SECURITY_PROTOCOL={self.security_protocol}"))
+        if not sasl and (self.sasl_username or self.sasl_password is not None):
+            problems.append(("security_protocol", "SASL credentials are set but the protocol is "
+                             f"{self.security_protocol}; use SASL_PLAINTEXT or SASL_SSL"))
+        ssl_files = {"ssl_cafile": self.ssl_cafile, "ssl_certfile": self.ssl_certfile,
+                     "ssl_keyfile": self.ssl_keyfile}
+        if not tls and any(v is not None for v in ssl_files.values()):
+            set_names = ", ".join(f"{ENV_PREFIX}{k.upper()}" for k, v in ssl_files.items() if v is not None)
+            problems.append(("security_protocol", f"{set_names} set but the protocol is {self.security_protocol}; "
+                             "use SSL or SASL_SSL"))
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            problems.append(("ssl_certfile", "required with TEXTSTREAM_SSL_KEYFILE (a key without its certificate)"))
+        if self.ssl_key_password is not None and self.ssl_keyfile is None:
+            problems.append(("ssl_keyfile", "required with TEXTSTREAM_SSL_KEY_PASSWORD"))
+        if problems:
+            raise SecurityConfigProblems(problems)
+        return self
+
     @property
     def bootstrap_servers(self) -> str:
         """The broker list without the kafka:// scheme, as aiokafka wants it."""
@@ -93,16 +167,30 @@ class Settings(BaseSettings):
         return ";".join("kafka://" + s for s in self.bootstrap_servers.split(","))
 
 
+class SecurityConfigProblems(ValueError):
+    """Raised inside the model validator: (field, why) pairs that load_settings names one by one."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{ENV_PREFIX}{f.upper()}: {why}" for f, why in problems))
+        self.problems = problems
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read and validate the settings; raise ConfigError naming each bad variable."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = []
+        problems: list[str] = []
         for err in exc.errors():
+            cause = (err.get("ctx") or {}).get("error")
+            if isinstance(cause, SecurityConfigProblems):
+                problems.extend(f"{ENV_PREFIX}{f.upper()}: {why}" for f, why in cause.problems)
+                continue
             field = str(err["loc"][0]) if err["loc"] else "?"
-            got = err.get("input")
-            problems.append(f"{ENV_PREFIX}{field.upper()}={got!r}: {err['msg']}")
+            # A secret's value never appears in a message.
+            got = "***" if field in SECRET_FIELDS else repr(err.get("input"))
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{ENV_PREFIX}{field.upper()}={got}: {msg}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
 
 
@@ -110,5 +198,6 @@ def describe() -> list[tuple[str, str, str]]:
     """(variable, default, description) for every setting: the README table and `--help` use it."""
     rows = []
     for name, field in Settings.model_fields.items():
-        rows.append((f"{ENV_PREFIX}{name.upper()}", str(field.default), field.description or ""))
+        default = "unset" if field.default is None else str(field.default)
+        rows.append((f"{ENV_PREFIX}{name.upper()}", default, field.description or ""))
     return rows

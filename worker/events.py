@@ -11,11 +11,15 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from worker.security import PLAINTEXT, ClientSecurity
+
 logger = logging.getLogger(__name__)
 
 
-async def announce(bootstrap: str, topic: str, event: dict[str, Any], timeout_s: float = 10.0) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", request_timeout_ms=int(timeout_s * 1000))
+async def announce(bootstrap: str, topic: str, event: dict[str, Any], timeout_s: float = 10.0, *,
+                   security: ClientSecurity = PLAINTEXT) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", request_timeout_ms=int(timeout_s * 1000),
+                                **security.kwargs())
     try:
         await producer.start()
         await producer.send_and_wait(topic, orjson.dumps({**event, "at": time.time()}))
@@ -23,10 +27,10 @@ async def announce(bootstrap: str, topic: str, event: dict[str, Any], timeout_s:
         await producer.stop()
 
 
-def notify(bootstrap: str, topic: str, event: dict[str, Any]) -> bool:
+def notify(bootstrap: str, topic: str, event: dict[str, Any], *, security: ClientSecurity = PLAINTEXT) -> bool:
     """Announce `event`; a broker that does not answer is logged, not fatal: workers poll anyway."""
     try:
-        asyncio.run(asyncio.wait_for(announce(bootstrap, topic, event), 15))
+        asyncio.run(asyncio.wait_for(announce(bootstrap, topic, event, security=security), 15))
     except Exception as exc:
         logger.warning("could not announce %s on %s (workers will notice at their next registry poll): %s",
                        event.get("event"), topic, exc)

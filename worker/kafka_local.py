@@ -33,6 +33,10 @@ _JVM_OPTS = ["-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
 _PACKAGES = {"java": "openjdk-17-jre-headless", "mvn": "openjdk-17-jre-headless maven"}
 
 
+_SCRAM_UNSAFE = re.compile(r"[\s,=\[\]\"']")
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+
+
 class KafkaLocalError(TextstreamError):
     """The local broker could not be assembled, started or stopped; the message says why."""
 
@@ -49,6 +53,16 @@ class BrokerConfig:
     host: str = "127.0.0.1"
     port: int = 9092
     controller_port: int = 9093
+    # Optional extra SASL_PLAINTEXT listener with SCRAM-SHA-512 (the PLAINTEXT one stays for the
+    # broker itself and the default clients); the users are created when the storage is formatted.
+    sasl_port: int | None = None
+    scram_users: tuple[tuple[str, str], ...] = ()
+    # Optional extra SSL listener that requires a client certificate (mutual TLS): keystore = PEM
+    # file with the broker's certificate chain and unencrypted PKCS#8 key, truststore = PEM CA(s)
+    # of the client certificates. For tests; the demo broker has none.
+    ssl_port: int | None = None
+    ssl_keystore: Path | None = None
+    ssl_truststore: Path | None = None
 
     # Derived paths (absolute: log.dirs must be, and the JVM runs with another cwd).
     libs: Path = field(init=False, repr=False)
@@ -60,6 +74,27 @@ class BrokerConfig:
     def __post_init__(self) -> None:
         if self.port == self.controller_port:
             raise KafkaLocalError(f"broker and controller port are both {self.port}")
+        if self.sasl_port is not None:
+            if self.sasl_port in (self.port, self.controller_port):
+                raise KafkaLocalError(f"the SASL port {self.sasl_port} is also the broker or controller port")
+            if not self.scram_users:
+                raise KafkaLocalError("a SASL listener needs at least one SCRAM user "
+                                      "(TEXTSTREAM_SASL_USERNAME and TEXTSTREAM_SASL_PASSWORD)")
+        elif self.scram_users:
+            raise KafkaLocalError("SCRAM users without a SASL listener: set sasl_port (TEXTSTREAM_KAFKA_SASL_PORT)")
+        if self.ssl_port is not None:
+            if self.ssl_port in (self.port, self.controller_port, self.sasl_port):
+                raise KafkaLocalError(f"the SSL port {self.ssl_port} is also another listener's port")
+            for name, path in (("ssl_keystore", self.ssl_keystore), ("ssl_truststore", self.ssl_truststore)):
+                if path is None or not Path(path).is_file():
+                    raise KafkaLocalError(f"an SSL listener needs {name}, a PEM file (got {path})")
+            object.__setattr__(self, "ssl_keystore", Path(self.ssl_keystore).resolve())  # type: ignore[arg-type]
+            object.__setattr__(self, "ssl_truststore", Path(self.ssl_truststore).resolve())  # type: ignore[arg-type]
+        for name, password in self.scram_users:
+            # StorageTool parses 'SCRAM-SHA-512=[name=N,password=P]': these characters would break it.
+            if not name or not password or _SCRAM_UNSAFE.search(name + password):
+                raise KafkaLocalError(f"SCRAM user {name!r}: name and password must be non-empty and free of "
+                                      "spaces, quotes, ',', '=', '[' and ']'")
         home = Path(self.home).expanduser().resolve()
         run = Path(self.run_dir).expanduser().resolve() if self.run_dir else home / "run"
         paths = {"home": home, "run_dir": run, "libs": home / "libs", "data_dir": run / "data",
@@ -83,16 +118,39 @@ def _env_port(name: str, default: int) -> int:
 
 
 def config_from_env() -> BrokerConfig:
+    """TEXTSTREAM_KAFKA_*; with TEXTSTREAM_KAFKA_SASL_PORT also a SCRAM listener whose user is the
+    one the worker logs in as (TEXTSTREAM_SASL_USERNAME / TEXTSTREAM_SASL_PASSWORD)."""
     run_dir = os.environ.get("TEXTSTREAM_KAFKA_RUN_DIR")
+    sasl_port = _env_port("TEXTSTREAM_KAFKA_SASL_PORT", 0) or None
+    users: tuple[tuple[str, str], ...] = ()
+    if sasl_port is not None:
+        user = os.environ.get("TEXTSTREAM_SASL_USERNAME", "")
+        password = os.environ.get("TEXTSTREAM_SASL_PASSWORD", "")
+        if not user or not password:
+            raise KafkaLocalError("TEXTSTREAM_KAFKA_SASL_PORT needs TEXTSTREAM_SASL_USERNAME and "
+                                  "TEXTSTREAM_SASL_PASSWORD: the SCRAM user the broker creates")
+        users = ((user, password),)
     return BrokerConfig(
         run_dir=Path(run_dir) if run_dir else None,  # type: ignore[arg-type]
         port=_env_port("TEXTSTREAM_KAFKA_PORT", 9092),
         controller_port=_env_port("TEXTSTREAM_KAFKA_CONTROLLER_PORT", 9093),
+        sasl_port=sasl_port,
+        scram_users=users,
     )
 
 
 def bootstrap(cfg: BrokerConfig) -> str:
     return f"{cfg.host}:{cfg.port}"
+
+
+def sasl_bootstrap(cfg: BrokerConfig) -> str | None:
+    """The SCRAM listener's address, if the broker has one."""
+    return f"{cfg.host}:{cfg.sasl_port}" if cfg.sasl_port is not None else None
+
+
+def ssl_bootstrap(cfg: BrokerConfig) -> str | None:
+    """The mutual-TLS listener's address, if the broker has one."""
+    return f"{cfg.host}:{cfg.ssl_port}" if cfg.ssl_port is not None else None
 
 
 def require_tool(name: str) -> str:
@@ -140,8 +198,36 @@ def assemble(cfg: BrokerConfig) -> Path:
 
 def render_properties(cfg: BrokerConfig) -> str:
     template = string.Template((cfg.home / "server.properties.template").read_text())
+    listeners, protocols, lines = "", "", []
+    if cfg.sasl_port is not None:
+        listeners += f",SASL_PLAINTEXT://{cfg.host}:{cfg.sasl_port}"
+        protocols += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+        # No credentials in the file: the users live in the metadata log (format --add-scram).
+        lines += [
+            "# SCRAM listener for clients; the broker itself still talks PLAINTEXT.",
+            f"sasl.enabled.mechanisms={SCRAM_MECHANISM}",
+            f"listener.name.sasl_plaintext.{SCRAM_MECHANISM.lower()}.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        ]
+    if cfg.ssl_port is not None:
+        listeners += f",SSL://{cfg.host}:{cfg.ssl_port}"
+        protocols += ",SSL:SSL"
+        lines += [
+            "# Mutual-TLS listener for clients (PEM files, no Java keystores).",
+            "listener.name.ssl.ssl.keystore.type=PEM",
+            f"listener.name.ssl.ssl.keystore.location={cfg.ssl_keystore}",
+            "listener.name.ssl.ssl.truststore.type=PEM",
+            f"listener.name.ssl.ssl.truststore.location={cfg.ssl_truststore}",
+            "listener.name.ssl.ssl.client.auth=required",
+        ]
     return template.substitute(host=cfg.host, port=cfg.port, controller_port=cfg.controller_port,
-                               log_dirs=cfg.data_dir)
+                               log_dirs=cfg.data_dir, sasl_listener=listeners, sasl_protocol_map=protocols,
+                               sasl_properties="".join("\n" + line for line in lines))
+
+
+def _settings_lines(properties: str) -> list[str]:
+    """The lines that matter (comments and blank lines do not change a formatted broker)."""
+    return [line for line in properties.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -153,8 +239,11 @@ def _port_open(host: str, port: int) -> bool:
 
 
 def check_ports_free(cfg: BrokerConfig) -> None:
-    ports = ((cfg.port, "TEXTSTREAM_KAFKA_PORT"),
-             (cfg.controller_port, "TEXTSTREAM_KAFKA_CONTROLLER_PORT"))
+    ports = [(cfg.port, "TEXTSTREAM_KAFKA_PORT"), (cfg.controller_port, "TEXTSTREAM_KAFKA_CONTROLLER_PORT")]
+    if cfg.sasl_port is not None:
+        ports.append((cfg.sasl_port, "TEXTSTREAM_KAFKA_SASL_PORT"))
+    if cfg.ssl_port is not None:
+        ports.append((cfg.ssl_port, "the SSL listener port"))
     for port, var in ports:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             # SO_REUSEADDR as the JVM does, so TIME_WAIT left by a stopped broker is not "in use".
@@ -199,12 +288,14 @@ def _running_pid(cfg: BrokerConfig) -> int | None:
     return pid
 
 
-def _java(cfg: BrokerConfig, *args: str) -> str:
+def _java(cfg: BrokerConfig, *args: str, hide: tuple[str, ...] = ()) -> str:
     proc = subprocess.run([require_tool("java"), "-cp", f"{cfg.libs}/*", *args],
                           capture_output=True, text=True, cwd=cfg.run_dir)
     if proc.returncode != 0:
-        raise KafkaLocalError(f"`java {' '.join(args)}` failed (exit {proc.returncode}):\n"
-                              f"{proc.stdout}{proc.stderr}".rstrip())
+        message = f"`java {' '.join(args)}` failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}".rstrip()
+        for secret in hide:  # SCRAM passwords are arguments of `format`
+            message = message.replace(secret, "***")
+        raise KafkaLocalError(message)
     return proc.stdout.strip()
 
 
@@ -212,15 +303,18 @@ def _format(cfg: BrokerConfig) -> None:
     shutil.rmtree(cfg.data_dir, ignore_errors=True)
     cfg.properties_file.write_text(render_properties(cfg))
     cluster_id = _java(cfg, "kafka.tools.StorageTool", "random-uuid")
+    scram = [arg for name, password in cfg.scram_users
+             for arg in ("--add-scram", f"{SCRAM_MECHANISM}=[name={name},password={password}]")]
     _java(cfg, "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id,
-          "-c", str(cfg.properties_file))
+          "-c", str(cfg.properties_file), *scram, hide=tuple(pw for _, pw in cfg.scram_users))
     logger.info("formatted %s (cluster id %s)", cfg.data_dir, cluster_id)
 
 
 def _wait_ready(cfg: BrokerConfig, pid: int, timeout: float) -> None:
     # In Kafka 4.x the PLAINTEXT port opens only once the broker is caught up and unfenced.
     deadline = time.monotonic() + timeout
-    while not _port_open(cfg.host, cfg.port):
+    ports = [p for p in (cfg.port, cfg.sasl_port, cfg.ssl_port) if p is not None]
+    while not all(_port_open(cfg.host, p) for p in ports):
         if not _alive(pid):
             cfg.pid_file.unlink(missing_ok=True)
             logs = f"{_tail(cfg.logs_dir / 'console.log')}\n{_tail(cfg.logs_dir / 'server.log')}"
@@ -245,7 +339,7 @@ def start(cfg: BrokerConfig, fresh: bool = False, timeout: float = 90) -> int:
     cfg.logs_dir.mkdir(parents=True, exist_ok=True)
     if fresh or not (cfg.data_dir / "meta.properties").is_file():
         _format(cfg)
-    elif cfg.properties_file.read_text() != render_properties(cfg):
+    elif _settings_lines(cfg.properties_file.read_text()) != _settings_lines(render_properties(cfg)):
         # The formatted quorum remembers the controller endpoint; changed ports need a new format.
         raise KafkaLocalError(f"broker settings changed since {cfg.data_dir} was formatted; "
                               "start with fresh=True to wipe it")

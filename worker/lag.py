@@ -15,13 +15,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from worker import metrics
+from worker.security import PLAINTEXT, ClientSecurity
 
 logger = logging.getLogger(__name__)
 
 
 class LagProbe:
-    def __init__(self, bootstrap: str, group_id: str) -> None:
+    def __init__(self, bootstrap: str, group_id: str, security: ClientSecurity = PLAINTEXT) -> None:
         self.bootstrap = bootstrap
+        self.security = security
         self.group_id = group_id
         self.last_ok: float | None = None
         self.lag: dict[tuple[str, int], int] = {}
@@ -29,9 +31,10 @@ class LagProbe:
     async def _offsets(self, tps: list[TopicPartition]) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
         """(end offsets, committed offsets). Fresh clients each time: a probe every few seconds
         costs little, and nothing is left open when the worker stops."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000,
+                                    **self.security.kwargs())
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-                                    request_timeout_ms=5000)
+                                    request_timeout_ms=5000, **self.security.kwargs())
         try:
             await admin.start()
             await consumer.start()

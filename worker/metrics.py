@@ -6,6 +6,8 @@ Histogram buckets are in seconds (faust's sensor documents the ms-vs-seconds buc
 
 from __future__ import annotations
 
+import collections
+
 from collections.abc import Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -53,11 +55,15 @@ def observe_batch(predictions: Sequence[Prediction], rejected: Sequence[Rejected
     """Count one processed batch: outcomes, labels, confidence, clusters, novel texts."""
     if predictions:
         MESSAGES.labels("labeled", "").inc(len(predictions))
-    for rej in rejected:
-        MESSAGES.labels("dead_lettered", rej.reason).inc()
+    for reason, n in collections.Counter(rej.reason for rej in rejected).items():
+        MESSAGES.labels("dead_lettered", reason).inc(n)
+    # One update per distinct label and cluster, not per record: this runs on the event loop.
+    for label, n in collections.Counter(p.label for p in predictions).items():
+        PREDICTIONS.labels(label).inc(n)
+    for cluster, n in collections.Counter(p.cluster_id for p in predictions).items():
+        CLUSTERS.labels(str(cluster)).inc(n)
+    novel = sum(1 for p in predictions if p.cluster_similarity < novelty_threshold)
+    if novel:
+        NOVEL.inc(novel)
     for p in predictions:
-        PREDICTIONS.labels(p.label).inc()
         CONFIDENCE.observe(p.confidence)
-        CLUSTERS.labels(str(p.cluster_id)).inc()
-        if p.cluster_similarity < novelty_threshold:
-            NOVEL.inc()

@@ -11,14 +11,13 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from worker.errors import TextstreamError
+from worker.security import PLAINTEXT, BrokerUnavailable, ClientSecurity, unreachable
+
+__all__ = ["BrokerUnavailable", "ensure_topics", "label_topic"]
 
 logger = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-
-
-class BrokerUnavailable(TextstreamError):
-    """Kafka did not answer at the configured bootstrap servers."""
 
 
 def label_topic(prefix: str, label: str) -> str:
@@ -32,13 +31,17 @@ def label_topic(prefix: str, label: str) -> str:
     return prefix + _UNSAFE.sub(safe, label)
 
 
-async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int, timeout_s: float = 30) -> list[str]:
-    """Create the topics that do not exist yet; return the ones created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int, timeout_s: float = 30, *,
+                        security: ClientSecurity = PLAINTEXT) -> list[str]:
+    """Create the topics that do not exist yet; return the ones created. Wrong credentials or a
+    failed TLS handshake raise KafkaAuthError, an unreachable broker BrokerUnavailable."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000),
+                                **security.kwargs())
     try:
         await admin.start()
     except KafkaConnectionError as exc:
-        raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {exc} (is the broker running? `textstream kafka start`)") from None
+        await admin.close()
+        raise await unreachable(bootstrap, security, exc) from None
     try:
         existing = set(await admin.list_topics())
         wanted = sorted(set(names) - existing)

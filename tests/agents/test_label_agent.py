@@ -21,14 +21,17 @@ class RecordingProducer:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, bytes | None, Any]] = []
         self.fail = False
+        self.hold = False  # leave acks pending until the test resolves them (self.acks)
+        self.acks: list[asyncio.Future[None]] = []
 
     async def send(self, topic: str, key: bytes | None, value: bytes | None, partition: Any = None,
                    timestamp: Any = None, headers: Any = None) -> asyncio.Future[None]:
         self.sent.append((topic, key, value, headers))
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.acks.append(fut)
         if self.fail:
             fut.set_exception(RuntimeError("broker said no"))
-        else:
+        elif not self.hold:
             fut.set_result(None)
         return fut
 
@@ -68,19 +71,68 @@ async def test_agent_labels_batches_routes_and_dead_letters(app_and_producer: An
     assert ("error", b"text_not_string") in dead[3]
 
 
-async def test_a_failed_send_is_not_acked(app_and_producer: Any) -> None:
-    app, producer = app_and_producer
-    producer.fail = True
+def record_crashes(app: Any) -> list[BaseException]:
+    """Replace app.crash (which would stop the test's event loop) by a recorder."""
     crashed: list[BaseException] = []
 
     async def record_crash(exc: BaseException) -> None:
         crashed.append(exc)
 
     app.crash = record_crash
+    return crashed
+
+
+async def two_batches_in_flight(ctx: Any, producer: RecordingProducer) -> list[Any]:
+    """Batch 1 (4 texts) sent and unacknowledged, then batch 2 labelled and sent too; their events."""
+    first = [await ctx.put(value=orjson.dumps({"text": f"first batch text {i}"})) for i in range(4)]
+    await wait_for(lambda: len(producer.sent) == 8)
+    second = [await ctx.put(value=orjson.dumps({"text": f"second batch text {i}"})) for i in range(4)]
+    await wait_for(lambda: len(producer.sent) == 16)
+    return first + second
+
+
+async def test_a_failed_send_is_not_acked(app_and_producer: Any) -> None:
+    app, producer = app_and_producer
+    producer.fail = True
+    crashed = record_crashes(app)
     agent = app.agents["label-texts"]
     async with agent.test_context() as ctx:
         event = await ctx.put(value=b"a text that cannot be delivered")
         await wait_for(lambda: crashed)
         # the event keeps its reference: it was never acked, so its offset is never committed
         assert not event.message.acked
+    assert "broker said no" in str(crashed[0])
+
+
+async def test_batches_overlap_but_offsets_advance_in_order(app_and_producer: Any) -> None:
+    """The model runs batch 2 while batch 1 awaits its acks; batch 2 is acked only after batch 1."""
+    app, producer = app_and_producer
+    producer.hold = True
+    agent = app.agents["label-texts"]
+    async with agent.test_context() as ctx:
+        events = await two_batches_in_flight(ctx, producer)
+        for fut in producer.acks[8:]:
+            fut.set_result(None)  # Kafka acknowledged batch 2 first
+        await asyncio.sleep(0.3)
+        assert not any(e.message.acked for e in events)
+        for fut in producer.acks[:8]:
+            fut.set_result(None)
+        await wait_for(lambda: all(e.message.acked for e in events))
+
+
+async def test_a_failed_batch_stops_later_batches_from_being_acked(app_and_producer: Any) -> None:
+    app, producer = app_and_producer
+    producer.hold = True
+    crashed = record_crashes(app)
+    agent = app.agents["label-texts"]
+    async with agent.test_context() as ctx:
+        events = await two_batches_in_flight(ctx, producer)
+        for fut in producer.acks[8:]:
+            fut.set_result(None)
+        producer.acks[0].set_exception(RuntimeError("broker said no"))
+        for fut in producer.acks[1:8]:
+            fut.set_result(None)
+        await wait_for(lambda: crashed)
+        await asyncio.sleep(0.3)
+        assert not any(e.message.acked for e in events)
     assert "broker said no" in str(crashed[0])

@@ -22,6 +22,7 @@ import pytest
 
 from tests.factories import free_ports
 from worker import client
+from worker.topics import BrokerUnavailable
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -137,8 +138,15 @@ async def _read(bootstrap: str, topics: list[str], expected: int, timeout: float
     settle_until: float | None = None
 
     async def consume() -> None:
-        async for rec in client.follow(bootstrap, topics, from_beginning=True):
-            records.append(rec)
+        while True:
+            try:
+                async for rec in client.follow(bootstrap, topics, from_beginning=True):
+                    records.append(rec)
+                return
+            except BrokerUnavailable:
+                if records:
+                    raise
+                await asyncio.sleep(0.5)  # the worker has not created the topic yet (slow start under load)
 
     task = asyncio.create_task(consume())
     try:

@@ -68,3 +68,28 @@ def test_centroids_of_the_wrong_shape_are_refused(tiny_registry: Path, tmp_path:
     rehash(folder, "centroids.npy")
     with pytest.raises(BundleError, match="centroids shape"):
         bundle.load(folder)
+
+
+def test_length_chunks_cover_every_text_once_shortest_first() -> None:
+    texts = ["x" * n for n in (50, 3, 700, 1, 20, 9, 300)]
+    chunks = bundle.length_chunks(texts, 3)
+    assert sorted(i for c in chunks for i in c) == list(range(7))
+    lengths = [len(texts[i]) for c in chunks for i in c]
+    assert lengths == sorted(lengths) and len(chunks) == 2
+    assert bundle.length_chunks([], 64) == []
+
+
+def test_chunked_inference_returns_each_text_its_own_scores(tiny_registry: Path) -> None:
+    """Sorting a batch by length must not shuffle results between texts."""
+    import keras
+
+    folder = tiny_registry / "1"
+    classifier = keras.saving.load_model(folder / bundle.CLASSIFIER, compile=False, safe_mode=True)
+    encoder = keras.saving.load_model(folder / bundle.ENCODER, compile=False, safe_mode=True)
+    texts = [" ".join(["football match goal"] * n) if n % 2 else " ".join(["shares profit bank"] * n)
+             for n in (40, 1, 7, 120, 3, 60, 2, 15, 90)]
+    whole_probs, whole_emb = bundle.compile_infer(classifier, encoder, chunk=1000)(texts)
+    probs, emb = bundle.compile_infer(classifier, encoder, chunk=2)(texts)
+    assert np.allclose(probs, whole_probs, atol=1e-5) and np.allclose(emb, whole_emb, atol=1e-5)
+    one_by_one = np.vstack([bundle.compile_infer(classifier, encoder, chunk=1)([t])[0] for t in texts])
+    assert np.allclose(probs, one_by_one, atol=1e-5)

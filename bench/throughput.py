@@ -1,0 +1,396 @@
+"""Throughput and latency of the worker against the in-process ceiling and the naive consumer, in one run.
+
+On one machine, with one model and one mix of texts (BBC News articles and Enron emails):
+
+  (a) ceiling   the bundle's compiled call over pre-loaded texts, in batches of TEXTSTREAM_BATCH_SIZE;
+  (b) worker    one worker process end to end on a real local broker: N records produced as fast as
+                possible, records/s from the first input handed to the producer to the last output
+                record, and latency (input handed to the producer -> output record timestamp);
+  (c) naive     the tutorial way: an aiokafka loop calling `model.predict` per message;
+  (d) 50 % load one worker at half of (b)'s rate: p50/p95/p99 latency with the default batch deadline;
+  (e) 2 workers two worker processes in one consumer group versus one.
+
+A `py-spy` profile of the worker during (b) and its own metrics (time in the model per batch, batch
+sizes) show where the rest of the time goes. Prints a table, writes bench/results/throughput.md and
+throughput.json (`worker_records_per_s` is what bench/soak.py loads at 70 %).
+
+    .venv/bin/python bench/throughput.py [--model-dir DIR] [--records 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import gc
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from harness import REPO, Broker, Collector, Namespace, Worker, http_text, pct, produce, texts
+
+from worker import bundle as bundle_mod
+from worker import config, registry, topics
+
+CORPORA = ("bbc_news_test", "enron_spam_sample")
+CACHE = REPO / "bench" / ".cache" / "throughput-model"
+
+
+def model_registry(model_dir: Path | None) -> Path:
+    """The registry to benchmark: --model-dir, else a model trained once on the same mix (cached)."""
+    if model_dir:
+        return model_dir
+    if not (CACHE / "PUBLISHED").exists():
+        shutil.rmtree(CACHE, ignore_errors=True)
+        print("training the benchmark model on BBC News + Enron emails (once; cached in bench/.cache)", flush=True)
+        subprocess.run([sys.executable, "-m", "training.cli", "train", "--no-announce", "--model-dir", str(CACHE),
+                        "--data", str(REPO / "data" / "bbc_news_train.jsonl.gz"),
+                        str(REPO / "data" / "enron_spam_sample.jsonl.gz")], check=True, cwd=REPO)
+        (CACHE / "PUBLISHED").touch()
+    return CACHE
+
+
+def ceiling(model: bundle_mod.Bundle, items: list[str], batch_size: int, repeats: int = 3) -> tuple[float, float]:
+    """(a) docs/s of the compiled call alone, best of `repeats` passes (the machine is shared and
+    noisy), and the CPU milliseconds it spent per doc."""
+    best = (0.0, 0.0)
+    for _ in range(repeats):
+        started, cpu = time.perf_counter(), time.process_time()
+        for i in range(0, len(items), batch_size):
+            model.infer(items[i:i + batch_size])
+        rate = len(items) / (time.perf_counter() - started)
+        best = max(best, (rate, (time.process_time() - cpu) / len(items) * 1000))
+    return best
+
+
+async def naive(bootstrap: str, folder: Path, items: list[str], n: int) -> float:
+    """(c) what tutorials do: consume, `model.predict` one message, produce and wait, repeat."""
+    import keras
+    import tensorflow as tf
+
+    classifier = keras.saving.load_model(folder / bundle_mod.CLASSIFIER, compile=False, safe_mode=True)
+    encoder = keras.saving.load_model(folder / bundle_mod.ENCODER, compile=False, safe_mode=True)
+    centroids = np.load(folder / bundle_mod.CENTROIDS)
+    labels = registry.read_manifest(folder)["labels"]
+    source, sink = f"naive{os.getpid()}.raw", f"naive{os.getpid()}.labeled"
+    await topics.ensure_topics(bootstrap, [source, sink], 1)
+    await produce(bootstrap, source, [(f"n{i}", items[i % len(items)]) for i in range(n)], {})
+    consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=f"naive{os.getpid()}",
+                                auto_offset_reset="earliest")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await consumer.start()
+    await producer.start()
+    try:
+        done, started = 0, 0.0
+        async for msg in consumer:
+            started = started or time.perf_counter()
+            data = orjson.loads(msg.value)
+            x = tf.constant([[data["text"]]])
+            probs = classifier.predict(x, verbose=0)[0]
+            emb = encoder.predict(x, verbose=0)[0]
+            cluster = int(np.argmax(centroids @ emb))
+            await producer.send_and_wait(sink, orjson.dumps({"id": data["id"], "label": labels[int(probs.argmax())],
+                                                             "confidence": float(probs.max()), "cluster_id": cluster}))
+            done += 1
+            if done == n:
+                return n / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    raise RuntimeError("naive consumer ended early")
+
+
+def metric_sums(port: int) -> dict[str, float]:
+    """The worker's own counters: seconds in the model and records per batch (sums and counts)."""
+    wanted = ("textstream_inference_seconds_sum", "textstream_inference_seconds_count",
+              "textstream_batch_size_sum", "textstream_batch_size_count")
+    out = {}
+    for line in http_text(port, "/metrics").splitlines():
+        name, _, value = line.partition(" ")
+        if name in wanted:
+            out[name] = float(value)
+    return out
+
+
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds so far of each thread group of a process: TensorFlow's compute pool, Python
+    threads (the event loop, Faust's consumer thread, the inference thread's Python side), the rest."""
+    out: collections.Counter[str] = collections.Counter()
+    tick = os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except FileNotFoundError:  # the thread ended
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        group = "TensorFlow ops" if name.startswith("tf_") else "Python threads" if name == "python" else "other"
+        out[group] += (int(fields[11]) + int(fields[12])) / tick
+    return dict(out)
+
+
+def cpu_now(worker: int, broker: int | None) -> dict[str, float]:
+    """CPU seconds so far: the worker's thread groups, the broker, and this process (producer and consumer)."""
+    out = {f"worker: {k}": v for k, v in cpu_seconds(worker).items()}
+    if broker:
+        fields = Path(f"/proc/{broker}/stat").read_text().rsplit(")", 1)[1].split()
+        out["Kafka broker"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    times = os.times()
+    out["benchmark (producer, output consumer)"] = times.user + times.system
+    return out
+
+
+def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
+    """Sample the worker's Python threads with py-spy while a phase runs (busy samples only)."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        print("py-spy not installed: no profile (pip install -e '.[dev]')", flush=True)
+        return None
+    return subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "100",
+                             "--nonblocking", "--format", "raw", "--output", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def package(frame: str) -> str:
+    """'fn (faust/streams.py:12)' -> 'faust'; the project's own modules keep their name."""
+    path = frame[frame.rfind("(") + 1:].split(":")[0]
+    parts = path.split("/")
+    if "site-packages" in parts:
+        return parts[parts.index("site-packages") + 1]
+    for own in ("worker", "training"):
+        if own in parts:
+            return f"{own}/{parts[-1]}"
+    return "python stdlib" if "python3" in path or "<frozen" in path else path
+
+
+def summarize_profile(raw: Path, top: int = 10) -> list[str]:
+    """Where the Python threads spend their busy samples: by package of the running function, and
+    the functions (inclusive) of the project and of Faust/aiokafka that take the most."""
+    if not raw.exists():
+        return ["(no profile)"]
+    by_package: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames, n = stack.split(";"), int(count)
+        total += n
+        by_package[package(frames[-1])] += n
+        for frame in set(frames):
+            if re.search(r"\((.*/)?(worker|faust|aiokafka)/", frame):
+                inclusive[re.sub(r"\((.*/)?(site-packages/)?", "(", frame)] += n
+    if not total:
+        return ["(no busy samples)"]
+    lines = ["| package of the running function | share of busy samples |", "| --- | ---: |"]
+    lines += [f"| {name} | {n / total:.1%} |" for name, n in by_package.most_common(top)]
+    lines += ["", "| function, inclusive (worker, faust, aiokafka) | share |", "| --- | ---: |"]
+    lines += [f"| `{name[:100]}` | {n / total:.1%} |" for name, n in inclusive.most_common(top + 5)]
+    return lines
+
+
+async def burst(bootstrap: str, ns: Namespace, items: list[tuple[str, str]], timeout: float = 600) -> dict[str, Any]:
+    """Produce `items` as fast as possible; records/s first input -> last output, and latencies."""
+    collector = Collector(bootstrap, ns.output)
+    sent: dict[str, float] = {}
+    try:
+        await produce(bootstrap, ns.input, items, sent)
+        ids = [rid for rid, _ in items]
+        if not await collector.wait_for(ids, timeout):
+            missing = sum(1 for i in ids if i not in collector.seen)
+            raise SystemExit(f"{missing} of {len(ids)} records had no output within {timeout:.0f} s")
+        latencies = [collector.seen[i] - sent[i] for i in ids]
+        span = max(collector.seen[i] for i in ids) - min(sent.values())
+        return {"records": len(ids), "seconds": span, "rate": len(ids) / span, "p50_ms": pct(latencies, 50),
+                "p99_ms": pct(latencies, 99)}
+    finally:
+        await collector.close()
+
+
+async def steady(bootstrap: str, ns: Namespace, items: list[tuple[str, str]], rate: float) -> dict[str, Any]:
+    """(d) produce at `rate`; latency percentiles after a 3 s warm-up."""
+    collector = Collector(bootstrap, ns.output)
+    sent: dict[str, float] = {}
+    try:
+        await produce(bootstrap, ns.input, items, sent, rate=rate)
+        ids = [rid for rid, _ in items]
+        if not await collector.wait_for(ids, 120):
+            raise SystemExit("records missing at 50 % load")
+        start = min(sent.values()) + 3
+        lat = [collector.seen[i] - sent[i] for i in ids if sent[i] >= start]
+        return {"records": len(lat), "rate": rate, "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95),
+                "p99_ms": pct(lat, 99), "max_ms": max(lat) * 1000}
+    finally:
+        await collector.close()
+
+
+def wait_balanced(workers: list[Worker], partitions: int, timeout: float = 120) -> None:
+    """Until every worker is ready and together they own every input partition once."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            states = [w.status() for w in workers]
+        except OSError:
+            time.sleep(0.5)
+            continue
+        owned = [p for s in states for p in s.get("assigned") or []]
+        if all(s["ready"] and s.get("assigned") for s in states) and len(owned) == len(set(owned)) == partitions:
+            return
+        time.sleep(0.5)
+    raise SystemExit("the workers did not share the partitions in time")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", type=Path, help="registry to benchmark (default: train one on the same mix)")
+    parser.add_argument("--records", type=int, default=20_000, help="records per burst in (b) and (e)")
+    parser.add_argument("--naive-records", type=int, default=200, help="records through the naive consumer")
+    parser.add_argument("--steady-seconds", type=float, default=30.0, help="length of the 50 %% load phase")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "throughput.md")
+    args = parser.parse_args()
+
+    settings = config.load_settings()
+    bs = settings.batch_size
+    reg = model_registry(args.model_dir)
+    folder = reg / str(registry.serving_version(reg))
+    corpus = texts(*CORPORA)
+    work = Path(tempfile.mkdtemp(prefix="textstream-bench-throughput-"))
+    broker = Broker(work)
+    bootstrap = broker.bootstrap
+    results: dict[str, Any] = {"batch_size": bs, "batch_max_wait": settings.batch_max_wait,
+                               "records": args.records, "corpora": CORPORA, "model": str(folder)}
+    workers: list[Worker] = []
+    try:
+        bundle_mod.configure_threads(settings)
+        model = bundle_mod.load(folder)
+        ceiling_items = (corpus * (1 + 8192 // len(corpus)))[:8192]
+        results["a_ceiling"], results["a_cpu_ms_per_doc"] = ceiling(model, ceiling_items, bs)
+        print(f"(a) ceiling: {results['a_ceiling']:.0f} docs/s", flush=True)
+        del model
+        gc.collect()
+        results["c_naive"] = asyncio.run(naive(bootstrap, folder, corpus, args.naive_records))
+        print(f"(c) naive: {results['c_naive']:.1f} docs/s", flush=True)
+
+        ns = Namespace(bootstrap, reg)
+        asyncio.run(topics.ensure_topics(bootstrap, [ns.input], settings.topic_partitions))
+        workers.append(Worker(ns, work / "worker1.log"))
+        workers[0].wait_ready()
+        wait_balanced(workers, settings.topic_partitions)
+
+        def batch_of(tag: str, n: int) -> list[tuple[str, str]]:
+            return [(f"{tag}{i}", corpus[i % len(corpus)]) for i in range(n)]
+
+        asyncio.run(burst(bootstrap, ns, batch_of("w", 1000)))  # warm-up: connections, first batches
+        before, cpu_before = metric_sums(workers[0].port), cpu_now(workers[0].pid, broker.pid)
+        spy = profile(workers[0].pid, 10, work / "profile.txt")
+        results["b_worker"] = asyncio.run(burst(bootstrap, ns, batch_of("b", args.records)))
+        after, cpu_after = metric_sums(workers[0].port), cpu_now(workers[0].pid, broker.pid)
+        if spy:
+            spy.wait(timeout=60)
+        b = results["b_worker"]
+        results["b_cpu_ms_per_record"] = {k: (cpu_after[k] - cpu_before.get(k, 0.0)) / args.records * 1000
+                                          for k in cpu_after}
+        model_s = after["textstream_inference_seconds_sum"] - before["textstream_inference_seconds_sum"]
+        batches = after["textstream_batch_size_count"] - before["textstream_batch_size_count"]
+        results["b_model_share"] = model_s / b["seconds"]
+        results["b_mean_batch"] = (after["textstream_batch_size_sum"] - before["textstream_batch_size_sum"]) / batches
+        print(f"(b) worker: {b['rate']:.0f} records/s, p50 {b['p50_ms']:.0f} ms; model busy "
+              f"{results['b_model_share']:.0%}, mean batch {results['b_mean_batch']:.0f}", flush=True)
+
+        half = b["rate"] / 2
+        n_steady = int(half * args.steady_seconds)
+        results["d_half_load"] = asyncio.run(steady(bootstrap, ns, batch_of("d", n_steady), half))
+        d = results["d_half_load"]
+        print(f"(d) at {half:.0f}/s: p50 {d['p50_ms']:.0f} p95 {d['p95_ms']:.0f} p99 {d['p99_ms']:.0f} ms", flush=True)
+
+        workers.append(Worker(ns, work / "worker2.log"))
+        workers[1].wait_ready()
+        wait_balanced(workers, settings.topic_partitions)
+        asyncio.run(burst(bootstrap, ns, batch_of("x", 1000)))
+        results["e_two_workers"] = asyncio.run(burst(bootstrap, ns, batch_of("e", args.records)))
+        print(f"(e) two workers: {results['e_two_workers']['rate']:.0f} records/s", flush=True)
+    finally:
+        for w in workers:
+            w.stop()
+        broker.stop()
+
+    results["worker_records_per_s"] = results["b_worker"]["rate"]
+    results["ratios"] = {
+        "b/a": results["b_worker"]["rate"] / results["a_ceiling"],
+        "b/c": results["b_worker"]["rate"] / results["c_naive"],
+        "e2/e1": results["e_two_workers"]["rate"] / results["b_worker"]["rate"],
+    }
+    report = render(results, args, summarize_profile(work / "profile.txt"))
+    print(report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report)
+    args.out.with_suffix(".json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+def render(r: dict[str, Any], args: argparse.Namespace, profile_lines: list[str]) -> str:
+    b, d, e, ratios = r["b_worker"], r["d_half_load"], r["e_two_workers"], r["ratios"]
+    ok = {"b/a": ratios["b/a"] >= 0.6, "b/c": ratios["b/c"] >= 50, "e2/e1": ratios["e2/e1"] >= 1.3,
+          "p99": d["p99_ms"] <= 150}
+    mark = {True: "met", False: "**not met**"}
+    return "\n".join([
+        "# Throughput and latency",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. One run; the broker, the producer and the "
+        "consumer of outputs share the same cores as the workers.",
+        f"Texts: {' + '.join(r['corpora'])} (bundled), shuffled. Model: `{r['model']}`. "
+        f"Batch size {r['batch_size']}, deadline {r['batch_max_wait'] * 1000:.0f} ms, 4 input partitions, "
+        f"{r['records']} records per burst.",
+        "",
+        "| run | records/s | p50 ms | p95 ms | p99 ms |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        f"| (a) in-process ceiling (compiled call, pre-loaded texts) | {r['a_ceiling']:.0f} | | | |",
+        f"| (b) one worker, end to end, burst | {b['rate']:.0f} | {b['p50_ms']:.0f} | | {b['p99_ms']:.0f} |",
+        f"| (c) naive consumer (`model.predict` per message) | {r['c_naive']:.1f} | | | |",
+        f"| (d) one worker at 50 % of (b): {d['rate']:.0f}/s | {d['rate']:.0f} | {d['p50_ms']:.0f} | "
+        f"{d['p95_ms']:.0f} | {d['p99_ms']:.0f} |",
+        f"| (e) two workers, one group, burst | {e['rate']:.0f} | {e['p50_ms']:.0f} | | {e['p99_ms']:.0f} |",
+        "",
+        "| ratio | value | target | |",
+        "| --- | ---: | ---: | --- |",
+        f"| b/a worker / ceiling | {ratios['b/a']:.2f} | >= 0.6 | {mark[ok['b/a']]} |",
+        f"| b/c worker / naive | {ratios['b/c']:.0f}x | >= 50x | {mark[ok['b/c']]} |",
+        f"| e2/e1 two workers / one | {ratios['e2/e1']:.2f} | >= 1.3 | {mark[ok['e2/e1']]} |",
+        f"| p99 at 50 % load | {d['p99_ms']:.0f} ms | <= 150 ms | {mark[ok['p99']]} |",
+        "",
+        f"During (b) the model was busy {r['b_model_share']:.0%} of the wall time (the worker's "
+        f"`textstream_inference_seconds`), mean batch {r['b_mean_batch']:.0f} records. Burst latencies are "
+        "queueing time: the burst is produced faster than any worker consumes it.",
+        "",
+        "## Where the CPU goes",
+        "",
+        f"(a) spent {r['a_cpu_ms_per_doc']:.2f} ms of CPU per text ({r['a_ceiling'] * r['a_cpu_ms_per_doc'] / 1000:.2f} "
+        f"cores busy). During (b), CPU per record ({(os.cpu_count() or 1) * 1000 / b['rate']:.2f} ms of machine "
+        "time per record were available):",
+        "",
+        "| process / threads | CPU ms per record |",
+        "| --- | ---: |",
+        *[f"| {k} | {v:.3f} |" for k, v in sorted(r["b_cpu_ms_per_record"].items(), key=lambda kv: -kv[1])],
+        f"| total | {sum(r['b_cpu_ms_per_record'].values()):.3f} |",
+        "",
+        "## Profile of the worker's Python threads during (b)",
+        "",
+        "py-spy, 10 s at 100 Hz, busy samples only (TensorFlow's own threads are not Python and not sampled).",
+        "",
+        *profile_lines,
+        "",
+    ])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
