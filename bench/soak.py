@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
 import json
 import os
 import platform
@@ -37,11 +36,15 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from harness import texts
+from throughput import CORPORA, model_registry
+
 from worker import client, kafka_local, registry, topics
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
-TEXTS = [orjson.loads(line)["text"] for line in gzip.open(REPO / "data" / "bbc_news_test.jsonl.gz")]
+# The texts and the model of bench/throughput.py, whose measured capacity sets the default rate.
+TEXTS = texts(*CORPORA)
 CAPACITY_SHARE = 0.70
 RSS_GROWTH_LIMIT = 0.10
 BAD_EVERY = 50  # one malformed record in 50, so the dead-letter path soaks too
@@ -156,7 +159,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=600.0, help="seconds of steady load (default 600)")
     parser.add_argument("--rate", type=float, help="records per second (default: 70%% of bench/results/"
                         "throughput.json's worker_records_per_s)")
-    parser.add_argument("--model-dir", type=Path, help="registry to copy (default: train one on BBC News)")
+    parser.add_argument("--model-dir", type=Path, help="registry to copy (default: bench/throughput.py's model)")
     parser.add_argument("--warmup", type=float, default=30.0, help="seconds before the RSS baseline sample")
     parser.add_argument("--sample-every", type=float, default=5.0, help="seconds between RSS/lag samples")
     parser.add_argument("--drain-timeout", type=float, default=300.0, help="seconds to wait for the backlog at the end")
@@ -174,8 +177,7 @@ def main() -> int:
         reg.mkdir()
         shutil.copytree(args.model_dir / str(v), reg / str(v))
     else:
-        subprocess.run([sys.executable, "-m", "training.cli", "train", "--data",
-                        str(REPO / "data" / "bbc_news_train.jsonl.gz"), "--model-dir", str(reg)], check=True, cwd=REPO)
+        shutil.copytree(model_registry(None), reg, ignore=shutil.ignore_patterns("PUBLISHED"))
 
     port, controller = free_port(), free_port()
     cfg = kafka_local.BrokerConfig(run_dir=work / "kafka", port=port, controller_port=controller)

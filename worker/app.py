@@ -97,6 +97,11 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
         web_in_thread=False,
         datadir=str(datadir),
         broker_rebalance_timeout=20,
+        # A worker that died (kill -9, lost host) keeps its partitions until its session times out:
+        # 10 s instead of Faust's 60 s. Heartbeats come from Faust's consumer thread, not from the
+        # batch loop, so a long model call does not count against it.
+        broker_session_timeout=10,
+        broker_heartbeat_interval=3,
     )
     app.monitor = PrometheusMonitor(metrics=faust_metrics())
     source = app.topic(settings.input_topic, key_serializer="raw", value_serializer="raw")

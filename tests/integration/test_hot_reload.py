@@ -71,6 +71,8 @@ def test_new_version_midway_through_a_stream(stack: Stack, reg: Path) -> None:
     assert events.notify(stack.bootstrap, f"{stack.ns}.models", {"event": "published", "version": v2})
     for chunk in range(10):
         stack.send([TEXT % f"b{chunk}-{i}".encode() for i in range(300)])
+        if chunk == 4:  # the worker may label faster than it loads v2: the rest must come after the swap
+            wait_until(lambda: worker.status()["model_version"] == v2, 60, "version 2 served")
 
     labeled = stack.read([stack.labeled], 6000, timeout=180)
     outputs = [orjson.loads(r.value or b"") for r in labeled]
