@@ -21,12 +21,10 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -36,10 +34,10 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from harness import texts
+from harness import Broker, Namespace, Worker, http_json, texts
 from throughput import CORPORA, model_registry
 
-from worker import client, kafka_local, registry, topics
+from worker import client, registry, topics
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -48,19 +46,6 @@ TEXTS = texts(*CORPORA)
 CAPACITY_SHARE = 0.70
 RSS_GROWTH_LIMIT = 0.10
 BAD_EVERY = 50  # one malformed record in 50, so the dead-letter path soaks too
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def get_json(port: int, path: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-        return dict(json.loads(resp.read()))
 
 
 def rss_bytes(pid: int) -> int:
@@ -117,7 +102,7 @@ def sample(port: int, pid: int, samples: list[dict[str, float]], t0: float, stop
     while not stop.wait(every):
         row: dict[str, float] = {"t": round(time.monotonic() - t0, 1), "rss": float(rss_bytes(pid))}
         try:
-            status = get_json(port, "/status")
+            status = http_json(port, "/status")
             row["lag"] = float(sum(int(v) for v in dict(status.get("lag") or {}).values()))
             row["ready"] = 1.0 if status.get("ready") else 0.0
         except OSError:
@@ -179,41 +164,23 @@ def main() -> int:
     else:
         shutil.copytree(model_registry(None), reg, ignore=shutil.ignore_patterns("PUBLISHED"))
 
-    port, controller = free_port(), free_port()
-    cfg = kafka_local.BrokerConfig(run_dir=work / "kafka", port=port, controller_port=controller)
-    kafka_local.assemble(cfg)
-    kafka_local.start(cfg, fresh=True)
-    bootstrap = kafka_local.bootstrap(cfg)
-    ns = f"soak{uuid.uuid4().hex[:6]}"
-    raw, labeled, dlq = f"{ns}.raw", f"{ns}.labeled", f"{ns}.dlq"
-    web = free_port()
-    env = dict(os.environ, TEXTSTREAM_BROKER=bootstrap, TEXTSTREAM_MODEL_DIR=str(reg), TEXTSTREAM_APP_ID=ns,
-               TEXTSTREAM_INPUT_TOPIC=raw, TEXTSTREAM_OUTPUT_TOPIC=labeled, TEXTSTREAM_DLQ_TOPIC=dlq,
-               TEXTSTREAM_LABEL_TOPIC_PREFIX=f"{ns}.label.", TEXTSTREAM_MODELS_TOPIC=f"{ns}.models",
-               TEXTSTREAM_WEB_PORT=str(web), TEXTSTREAM_WEB_HOST="127.0.0.1", TF_CPP_MIN_LOG_LEVEL="2")
-    log = (work / "worker.log").open("wb")
-    worker = subprocess.Popen([sys.executable, "-m", "worker", "worker"], cwd=REPO, env=env, stdout=log,
-                              stderr=subprocess.STDOUT)
+    broker = Broker(work)
+    bootstrap = broker.bootstrap
+    ns = Namespace(bootstrap, reg, name=f"soak{uuid.uuid4().hex[:6]}")
+    raw, labeled, dlq = ns.input, ns.output, f"{ns.name}.dlq"
     samples: list[dict[str, float]] = []
     progress = {"sent": 0}
     stop = threading.Event()
+    worker: Worker | None = None
     try:
         asyncio.run(topics.ensure_topics(bootstrap, [raw, labeled, dlq], 4))
-        deadline = time.time() + 180
-        while True:
-            try:
-                if get_json(web, "/status")["ready"]:
-                    break
-            except OSError:
-                pass
-            if time.time() > deadline or worker.poll() is not None:
-                raise SystemExit(f"worker did not become ready; log: {work / 'worker.log'}")
-            time.sleep(0.3)
+        worker = Worker(ns, work / "worker.log")
+        worker.wait_ready()
 
         print(f"soak: {rate:.0f} records/s ({rate_source}) for {args.duration:.0f} s; worker pid {worker.pid}, "
               f"log {work / 'worker.log'}", flush=True)
         t0 = time.monotonic()
-        sampler = threading.Thread(target=sample, args=(web, worker.pid, samples, t0, stop, args.sample_every),
+        sampler = threading.Thread(target=sample, args=(worker.port, worker.pid, samples, t0, stop, args.sample_every),
                                    daemon=True)
         sampler.start()
         asyncio.run(produce(bootstrap, raw, rate, args.duration, progress))
@@ -224,15 +191,12 @@ def main() -> int:
         drained_s = time.monotonic() - drain_started
         stop.set()
         sampler.join(timeout=10)
-        alive = worker.poll() is None
+        alive = worker.proc.poll() is None
     finally:
         stop.set()
-        worker.terminate()
-        try:
-            worker.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-        kafka_local.stop(cfg)
+        if worker is not None:
+            worker.stop()
+        broker.stop()
 
     steady = [s for s in samples if s["t"] >= args.warmup] or samples
     rss_start, rss_end = steady[0]["rss"], steady[-1]["rss"]

@@ -5,6 +5,7 @@ so that tests/faults shares it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.factories import free_ports
-from worker import client
+from worker import client, kafka_local
 from worker.topics import BrokerUnavailable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -166,11 +167,29 @@ async def _read(bootstrap: str, topics: list[str], expected: int, timeout: float
     return records
 
 
-@pytest.fixture
-def stack(broker: str, tiny_registry: Path, tmp_path: Path) -> Iterator[Stack]:
-    s = Stack(broker, tiny_registry, tmp_path)
+@contextlib.contextmanager
+def running_broker(cfg: kafka_local.BrokerConfig) -> Iterator[kafka_local.BrokerConfig]:
+    """A broker of one test module or test (fresh data), stopped afterwards."""
+    kafka_local.assemble(cfg)
+    kafka_local.start(cfg, fresh=True)
+    try:
+        yield cfg
+    finally:
+        kafka_local.stop(cfg)
+
+
+@contextlib.contextmanager
+def stack_on(bootstrap: str, registry: Path, tmp_path: Path) -> Iterator[Stack]:
+    """A Stack whose workers still running at the end are killed."""
+    s = Stack(bootstrap, registry, tmp_path)
     yield s
     for w in s.workers:
         if w.proc.poll() is None:
             w.proc.kill()
             w.proc.wait()
+
+
+@pytest.fixture
+def stack(broker: str, tiny_registry: Path, tmp_path: Path) -> Iterator[Stack]:
+    with stack_on(broker, tiny_registry, tmp_path) as s:
+        yield s

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from tests.factories import free_ports
-from tests.integration.conftest import REPO, Stack
+from tests.integration.conftest import REPO, Stack, running_broker, stack_on
 from tests.pki import KEY_PASSWORD, make_pki
 from worker import client, kafka_local, security
 
@@ -31,26 +31,18 @@ GOOD = security.ClientSecurity("SASL_PLAINTEXT", "SCRAM-SHA-512", USER, PASSWORD
 def scram_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kafka_local.BrokerConfig]:
     """A broker of its own: PLAINTEXT for itself, SASL_PLAINTEXT/SCRAM-SHA-512 for the clients."""
     port, controller, sasl = free_ports(3)
-    cfg = kafka_local.BrokerConfig(run_dir=tmp_path_factory.mktemp("kafka-scram"), port=port,
-                                   controller_port=controller, sasl_port=sasl, scram_users=((USER, PASSWORD),))
-    kafka_local.assemble(cfg)
-    kafka_local.start(cfg, fresh=True)
-    try:
+    with running_broker(kafka_local.BrokerConfig(run_dir=tmp_path_factory.mktemp("kafka-scram"), port=port,
+                                                 controller_port=controller, sasl_port=sasl,
+                                                 scram_users=((USER, PASSWORD),))) as cfg:
         yield cfg
-    finally:
-        kafka_local.stop(cfg)
 
 
 @pytest.fixture
 def sasl_stack(scram_broker: kafka_local.BrokerConfig, tiny_registry: Path, tmp_path: Path) -> Iterator[Stack]:
     bootstrap = kafka_local.sasl_bootstrap(scram_broker)
     assert bootstrap is not None
-    s = Stack(bootstrap, tiny_registry, tmp_path)
-    yield s
-    for w in s.workers:
-        if w.proc.poll() is None:
-            w.proc.kill()
-            w.proc.wait()
+    with stack_on(bootstrap, tiny_registry, tmp_path) as s:
+        yield s
 
 
 def sasl_env(password: str = PASSWORD) -> dict[str, str]:
@@ -137,27 +129,19 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tls_broker(tmp_path_factory: pytest.TempPathFactory, pki: Path) -> Iterator[kafka_local.BrokerConfig]:
     """PLAINTEXT for the broker itself, SSL with required client certificates for the clients."""
     port, controller, tls = free_ports(3)
-    cfg = kafka_local.BrokerConfig(run_dir=tmp_path_factory.mktemp("kafka-tls"), port=port,
-                                   controller_port=controller, ssl_port=tls,
-                                   ssl_keystore=pki / "server-keystore.pem", ssl_truststore=pki / "ca.pem")
-    kafka_local.assemble(cfg)
-    kafka_local.start(cfg, fresh=True)
-    try:
+    with running_broker(kafka_local.BrokerConfig(run_dir=tmp_path_factory.mktemp("kafka-tls"), port=port,
+                                                 controller_port=controller, ssl_port=tls,
+                                                 ssl_keystore=pki / "server-keystore.pem",
+                                                 ssl_truststore=pki / "ca.pem")) as cfg:
         yield cfg
-    finally:
-        kafka_local.stop(cfg)
 
 
 @pytest.fixture
 def tls_stack(tls_broker: kafka_local.BrokerConfig, tiny_registry: Path, tmp_path: Path) -> Iterator[Stack]:
     bootstrap = kafka_local.ssl_bootstrap(tls_broker)
     assert bootstrap is not None
-    s = Stack(bootstrap, tiny_registry, tmp_path)
-    yield s
-    for w in s.workers:
-        if w.proc.poll() is None:
-            w.proc.kill()
-            w.proc.wait()
+    with stack_on(bootstrap, tiny_registry, tmp_path) as s:
+        yield s
 
 
 def test_worker_with_a_client_certificate_labels_end_to_end(tls_stack: Stack, pki: Path) -> None:
