@@ -10,6 +10,7 @@ import gzip
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -36,6 +37,15 @@ def texts(*names: str, seed: int = 1) -> list[str]:
     out = [orjson.loads(line)["text"] for name in names for line in gzip.open(REPO / "data" / f"{name}.jsonl.gz")]
     random.Random(seed).shuffle(out)
     return out
+
+
+def copy_version(source: Path, registry_dir: Path) -> None:
+    """A registry at `registry_dir` holding only the version `source` serves (benchmarks change theirs)."""
+    from worker import registry
+
+    version = registry.serving_version(source)
+    registry_dir.mkdir(parents=True)
+    shutil.copytree(source / str(version), registry_dir / str(version))
 
 
 def free_port() -> int:

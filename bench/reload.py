@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
-import json
 import os
 import platform
 import shutil
@@ -23,31 +21,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-import uuid
 from pathlib import Path
 
-import numpy as np
 import orjson
-from aiokafka import AIOKafkaProducer
 
-from worker import client, events, kafka_local, registry, topics
+from harness import REPO, Broker, Namespace, Worker, copy_version, pct, produce, texts
 
-REPO = Path(__file__).resolve().parents[1]
-TEXTS = [orjson.loads(line)["text"] for line in gzip.open(REPO / "data" / "bbc_news_test.jsonl.gz")]
+from worker import client, events, registry, topics
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def status(port: int) -> dict[str, object]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as resp:
-        return dict(json.loads(resp.read()))
+TEXTS = texts("bbc_news_test", seed=0)
 
 
 def republish(reg: Path) -> int:
@@ -64,30 +46,6 @@ def republish(reg: Path) -> int:
     return registry.publish(reg, build)
 
 
-async def produce(bootstrap: str, topic: str, rate: float, seconds: float, sent: dict[str, float]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
-    await producer.start()
-    try:
-        start = time.monotonic()
-        i = 0
-        while (elapsed := time.monotonic() - start) < seconds:
-            due = int(elapsed * rate)
-            while i < due:
-                rid = f"r{i}"
-                value = orjson.dumps({"id": rid, "text": TEXTS[i % len(TEXTS)]})
-                sent[rid] = time.time()
-                await producer.send(topic, value, key=rid.encode())
-                i += 1
-            await asyncio.sleep(0.002)
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) * 1000 if values else float("nan")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, help="registry to copy (default: train one on BBC News)")
@@ -99,61 +57,40 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="textstream-bench-reload-"))
     reg = work / "registry"
     if args.model_dir:
-        v = registry.serving_version(args.model_dir)
-        reg.mkdir()
-        shutil.copytree(args.model_dir / str(v), reg / str(v))
+        copy_version(args.model_dir, reg)
     else:
         subprocess.run([sys.executable, "-m", "training.cli", "train", "--data",
                         str(REPO / "data" / "bbc_news_train.jsonl.gz"), "--model-dir", str(reg)], check=True, cwd=REPO)
 
-    port, controller = free_port(), free_port()
-    cfg = kafka_local.BrokerConfig(run_dir=work / "kafka", port=port, controller_port=controller)
-    kafka_local.assemble(cfg)
-    kafka_local.start(cfg, fresh=True)
-    bootstrap = kafka_local.bootstrap(cfg)
-    ns = f"bench{uuid.uuid4().hex[:6]}"
-    web = free_port()
-    env = dict(os.environ, TEXTSTREAM_BROKER=bootstrap, TEXTSTREAM_MODEL_DIR=str(reg), TEXTSTREAM_APP_ID=ns,
-               TEXTSTREAM_INPUT_TOPIC=f"{ns}.raw", TEXTSTREAM_OUTPUT_TOPIC=f"{ns}.labeled",
-               TEXTSTREAM_DLQ_TOPIC=f"{ns}.dlq", TEXTSTREAM_LABEL_TOPIC_PREFIX=f"{ns}.label.",
-               TEXTSTREAM_MODELS_TOPIC=f"{ns}.models", TEXTSTREAM_WEB_PORT=str(web),
-               TEXTSTREAM_RELOAD_INTERVAL="3600", TF_CPP_MIN_LOG_LEVEL="2")
-    log = (work / "worker.log").open("wb")
-    worker = subprocess.Popen([sys.executable, "-m", "worker", "worker"], cwd=REPO, env=env, stdout=log,
-                              stderr=subprocess.STDOUT)
+    broker = Broker(work)
+    bootstrap = broker.bootstrap
+    ns = Namespace(bootstrap, reg)
+    items = [(f"r{i}", TEXTS[i % len(TEXTS)]) for i in range(int(args.rate * args.seconds))]
+    worker: Worker | None = None
     try:
-        asyncio.run(topics.ensure_topics(bootstrap, [f"{ns}.raw"], 4))
-        deadline = time.time() + 120
-        while True:
-            try:
-                if status(web)["ready"]:
-                    break
-            except OSError:
-                pass
-            if time.time() > deadline or worker.poll() is not None:
-                raise SystemExit(f"worker did not become ready; log: {work / 'worker.log'}")
-            time.sleep(0.3)
-
+        asyncio.run(topics.ensure_topics(bootstrap, [ns.input], 4))
+        worker = Worker(ns, work / "worker.log")
+        worker.wait_ready()
         sent: dict[str, float] = {}
         swap: dict[str, float] = {}
 
-        async def run() -> None:
-            stream = asyncio.create_task(produce(bootstrap, f"{ns}.raw", args.rate, args.seconds, sent))
+        async def run(worker: Worker) -> None:
+            stream = asyncio.create_task(produce(bootstrap, ns.input, items, sent, rate=args.rate))
             await asyncio.sleep(args.seconds / 2)
             swap["published"] = time.time()
             v2 = await asyncio.to_thread(republish, reg)
-            await events.announce(bootstrap, f"{ns}.models", {"event": "published", "version": v2})
-            while (await asyncio.to_thread(status, web))["model_version"] != v2:
+            await events.announce(bootstrap, f"{ns.name}.models", {"event": "published", "version": v2})
+            while (await asyncio.to_thread(worker.status))["model_version"] != v2:
                 await asyncio.sleep(0.05)
             swap["served"] = time.time()
             await stream
 
-        asyncio.run(run())
-        records = asyncio.run(_collect(bootstrap, f"{ns}.labeled", len(sent)))
+        asyncio.run(run(worker))
+        records = asyncio.run(_collect(bootstrap, ns.output, len(sent)))
     finally:
-        worker.terminate()
-        worker.wait(timeout=60)
-        kafka_local.stop(cfg)
+        if worker is not None:
+            worker.stop()
+        broker.stop()
 
     latency: dict[str, float] = {}
     versions: dict[str, int] = {}

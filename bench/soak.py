@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import threading
@@ -34,10 +33,10 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from harness import Broker, Namespace, Worker, http_json, texts
+from harness import Broker, Namespace, Worker, copy_version, http_json, texts
 from throughput import CORPORA, model_registry
 
-from worker import client, registry, topics
+from worker import client, topics
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -157,12 +156,7 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="textstream-soak-"))
     reg = work / "registry"
-    if args.model_dir:
-        v = registry.serving_version(args.model_dir)
-        reg.mkdir()
-        shutil.copytree(args.model_dir / str(v), reg / str(v))
-    else:
-        shutil.copytree(model_registry(None), reg, ignore=shutil.ignore_patterns("PUBLISHED"))
+    copy_version(args.model_dir or model_registry(None), reg)
 
     broker = Broker(work)
     bootstrap = broker.bootstrap

@@ -126,25 +126,28 @@ def cpu_seconds(pid: int) -> dict[str, float]:
     """CPU seconds so far of each thread group of a process: TensorFlow's compute pool, Python
     threads (the event loop, Faust's consumer thread, the inference thread's Python side), the rest."""
     out: collections.Counter[str] = collections.Counter()
-    tick = os.sysconf("SC_CLK_TCK")
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
         except FileNotFoundError:  # the thread ended
             continue
         name = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
         group = "TensorFlow ops" if name.startswith("tf_") else "Python threads" if name == "python" else "other"
-        out[group] += (int(fields[11]) + int(fields[12])) / tick
+        out[group] += stat_cpu_seconds(stat)
     return dict(out)
+
+
+def stat_cpu_seconds(stat: str) -> float:
+    """User + system CPU seconds from a /proc/.../stat line (fields 14 and 15)."""
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_now(worker: int, broker: int | None) -> dict[str, float]:
     """CPU seconds so far: the worker's thread groups, the broker, and this process (producer and consumer)."""
     out = {f"worker: {k}": v for k, v in cpu_seconds(worker).items()}
     if broker:
-        fields = Path(f"/proc/{broker}/stat").read_text().rsplit(")", 1)[1].split()
-        out["Kafka broker"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        out["Kafka broker"] = stat_cpu_seconds(Path(f"/proc/{broker}/stat").read_text())
     times = os.times()
     out["benchmark (producer, output consumer)"] = times.user + times.system
     return out
