@@ -136,3 +136,18 @@ async def test_a_failed_batch_stops_later_batches_from_being_acked(app_and_produ
         await asyncio.sleep(0.3)
         assert not any(e.message.acked for e in events)
     assert "broker said no" in str(crashed[0])
+
+
+async def test_the_worker_consumer_fetches_in_batches_of_bytes(app_and_producer: Any) -> None:
+    """Faust asks the broker for 1 byte per fetch; ours waits for FETCH_MIN_BYTES or TEXTSTREAM_FETCH_MAX_WAIT."""
+    from aiokafka import AIOKafkaConsumer
+
+    from worker import app as app_module
+
+    app, _ = app_and_producer
+    consumer = app.consumer._new_consumer_thread()._create_worker_consumer(app.transport)
+    default = AIOKafkaConsumer()  # the attributes we set are the ones aiokafka reads on start
+    assert (default._fetch_min_bytes, default._fetch_max_wait_ms) == (1, 500)
+    assert consumer._fetch_min_bytes == app_module.FETCH_MIN_BYTES == 262_144
+    assert consumer._fetch_max_wait_ms == 10  # TEXTSTREAM_FETCH_MAX_WAIT's default, 0.01 s
+    assert consumer._group_id == "agent-test"  # still Faust's worker consumer, with its other settings
