@@ -15,13 +15,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import keras
 import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-from worker.layers import SublinearTfidf, lowercase, standardize
+from worker.layers import SublinearTfidf, TextVectorization, lowercase, standardize
 
 logger = logging.getLogger(__name__)
 
@@ -99,12 +98,12 @@ def build_vocabulary(texts: Sequence[str], max_terms: int, ngrams: int = 1, min_
 
 def sequence_vectorizer(vocab: Vocabulary, name: str = "tokens") -> Any:
     """Raw strings → token ids (0 = padding, 1 = out of vocabulary), padded to the longest text of the batch."""
-    return keras.layers.TextVectorization(standardize=standardize, vocabulary=vocab.terms, output_mode="int", name=name)
+    return TextVectorization(standardize=standardize, vocabulary=vocab.terms, output_mode="int", name=name)
 
 
 def tfidf_features(vocab: Vocabulary, name: str) -> tuple[Any, Any]:
     """(counting vectoriser, sublinear TF-IDF layer) for a vocabulary; index 0 (out of vocabulary) weighs 0."""
-    counts = keras.layers.TextVectorization(
+    counts = TextVectorization(
         standardize=lowercase if vocab.characters else standardize, split="character" if vocab.characters else "whitespace",
         vocabulary=vocab.terms, ngrams=vocab.ngrams if vocab.ngrams > 1 else None,
         output_mode="count", sparse=True, name=f"{name}_counts",

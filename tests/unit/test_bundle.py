@@ -93,3 +93,26 @@ def test_chunked_inference_returns_each_text_its_own_scores(tiny_registry: Path)
     assert np.allclose(probs, whole_probs, atol=1e-5) and np.allclose(emb, whole_emb, atol=1e-5)
     one_by_one = np.vstack([bundle.compile_infer(classifier, encoder, chunk=1)([t])[0] for t in texts])
     assert np.allclose(probs, one_by_one, atol=1e-5)
+
+
+def test_vectoriser_keeps_its_vocabulary_as_an_array_and_loads_like_keras_own(tmp_path: Path) -> None:
+    """Our TextVectorization (an array vocabulary: no per-term tracking on load) gives the same ids
+    as Keras' own, and a model saved with Keras' own layer (versions trained before) still loads."""
+    import keras
+    import tensorflow as tf
+
+    from worker.layers import TextVectorization, standardize
+
+    terms = [f"term{i}" for i in range(500)]
+    texts = tf.constant([["term1 term7 unknown term499"], ["Term3, term3!"]])
+    ours, theirs = (cls(standardize=standardize, vocabulary=terms, output_mode="int") for cls in
+                    (TextVectorization, keras.layers.TextVectorization))
+    assert type(ours._lookup_layer.input_vocabulary) is np.ndarray
+    assert np.array_equal(ours(texts), theirs(texts))
+    assert ours.get_config()["vocabulary"] == terms  # saved as Keras saves it
+    for layer, name in ((ours, "ours"), (theirs, "keras")):
+        text = keras.Input(shape=(1,), dtype="string")
+        keras.Model(text, layer(text)).save(tmp_path / f"{name}.keras")
+        loaded = keras.saving.load_model(tmp_path / f"{name}.keras", compile=False, safe_mode=True)
+        assert type(loaded.layers[1]) is type(layer)
+        assert np.array_equal(loaded(texts), theirs(texts))
