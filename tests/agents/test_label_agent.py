@@ -151,3 +151,17 @@ async def test_the_worker_consumer_fetches_in_batches_of_bytes(app_and_producer:
     assert consumer._fetch_min_bytes == app_module.FETCH_MIN_BYTES == 262_144
     assert consumer._fetch_max_wait_ms == 10  # TEXTSTREAM_FETCH_MAX_WAIT's default, 0.01 s
     assert consumer._group_id == "agent-test"  # still Faust's worker consumer, with its other settings
+
+
+def test_short_gil_slices_only_while_a_version_loads() -> None:
+    import sys
+
+    from worker.app import short_gil_slices
+
+    before = sys.getswitchinterval()
+    with short_gil_slices(0.0005):
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+    assert sys.getswitchinterval() == before
+    with pytest.raises(RuntimeError), short_gil_slices(0.0005):
+        raise RuntimeError("a load failed")
+    assert sys.getswitchinterval() == before  # restored after a failed load too
