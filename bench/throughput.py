@@ -256,13 +256,14 @@ def wait_balanced(workers: list[Worker], partitions: int, timeout: float = 120) 
     raise SystemExit("the workers did not share the partitions in time")
 
 
-def two_workers(bootstrap: str, ns: Namespace, workers: list[Worker], work: Path, env: dict[str, str],
-                items: list[tuple[str, str]]) -> dict[str, Any]:
-    """Bring `workers` up to two (new ones with `env`), share the partitions, warm up, then one burst."""
+def two_workers(bootstrap: str, ns: Namespace, workers: list[Worker], partitions: int, log: Path,
+                env: dict[str, str], items: list[tuple[str, str]]) -> dict[str, Any]:
+    """Bring `workers` up to two (new ones with `env`, logging to `log`), share the partitions, warm up,
+    then one burst."""
     while len(workers) < 2:
-        workers.append(Worker(ns, work / f"worker{len(workers) + 1}-{len(env)}.log", **env))
+        workers.append(Worker(ns, log, **env))
         workers[-1].wait_ready()
-    wait_balanced(workers, config.load_settings().topic_partitions)
+    wait_balanced(workers, partitions)
     asyncio.run(burst(bootstrap, ns, [(f"warm-{rid}", text) for rid, text in items[:1000]]))
     return asyncio.run(burst(bootstrap, ns, items))
 
@@ -330,7 +331,8 @@ def main() -> int:
         d = results["d_half_load"]
         print(f"(d) at {half:.0f}/s: p50 {d['p50_ms']:.0f} p95 {d['p95_ms']:.0f} p99 {d['p99_ms']:.0f} ms", flush=True)
 
-        results["e_default_threads"] = two_workers(bootstrap, ns, workers, work, {}, batch_of("x", args.records))
+        results["e_default_threads"] = two_workers(bootstrap, ns, workers, settings.topic_partitions,
+                                                   work / "default-threads.log", {}, batch_of("x", args.records))
         print(f"(e') two workers, default threads: {results['e_default_threads']['rate']:.0f} records/s", flush=True)
         for w in workers:
             w.stop()
@@ -338,7 +340,8 @@ def main() -> int:
         split = {"TEXTSTREAM_INTER_OP_THREADS": threads, "TEXTSTREAM_INTRA_OP_THREADS": threads}
         workers[:] = []
         results["e_threads_per_worker"] = threads
-        results["e_two_workers"] = two_workers(bootstrap, ns, workers, work, split, batch_of("e", args.records))
+        results["e_two_workers"] = two_workers(bootstrap, ns, workers, settings.topic_partitions,
+                                               work / "split-threads.log", split, batch_of("e", args.records))
         print(f"(e) two workers, {threads} TensorFlow threads each: {results['e_two_workers']['rate']:.0f} records/s",
               flush=True)
     finally:

@@ -7,7 +7,6 @@ Histogram buckets are in seconds (faust's sensor documents the ms-vs-seconds buc
 from __future__ import annotations
 
 import collections
-
 from collections.abc import Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
