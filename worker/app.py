@@ -29,6 +29,7 @@ from faust.transport.drivers import aiokafka as faust_kafka
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from worker import batch, bundle, logs, metrics, topics
+from worker.backlog import Backlog
 from worker.batch import RawRecord
 from worker.codec import Source
 from worker.config import Settings
@@ -222,27 +223,18 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
             await stream.ack(event)
         metrics.IN_FLIGHT.dec(len(events))
 
-    async def labeller(stream: Any, taken: asyncio.Queue[list[Any]]) -> None:
-        """Runs the model on everything taken so far (up to a batch), overlapping with the acks.
+    async def labeller(stream: Any, backlog: Backlog[Any]) -> None:
+        """Runs the model on whatever waits when it is free (up to a batch), overlapping with the acks.
 
-        While the model runs, the agent keeps taking records, so the next model batch is whatever
-        arrived meanwhile, with no deadline to wait out under load. Inputs are acked only in
-        `settle`, after their outputs; each `settle` starts only after the previous one succeeded,
-        so offsets advance in order and never past an unacknowledged output. A failure stops the
-        worker with nothing of the failed batch (or any later one) acked: the restart redelivers
-        them rather than skip them.
+        Inputs are acked only in `settle`, after their outputs; each `settle` starts only after the
+        previous one succeeded, so offsets advance in order and never past an unacknowledged output.
+        A failure stops the worker with nothing of the failed batch (or any later one) acked: the
+        restart redelivers them rather than skip them.
         """
         previous: asyncio.Task[None] | None = None
-        carry: list[Any] = []  # a taken batch that did not fit into the previous model batch
         try:
             while True:
-                events, carry = carry or await taken.get(), []
-                while not taken.empty():
-                    more = taken.get_nowait()
-                    if len(events) + len(more) > settings.batch_size:
-                        carry = more
-                        break
-                    events += more
+                events = await backlog.take()
                 metrics.BATCH_SIZE.observe(len(events))
                 try:
                     labelled = await label(events)
@@ -260,20 +252,25 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
                 await asyncio.wait([previous], timeout=30)  # on shutdown: let the last batch's acks land
 
     @app.agent(source, name="label-texts")
-    async def label_texts(stream: Any) -> None:  # a faust.Stream; StreamT lacks noack_take
-        """Takes micro-batches (size or deadline) and hands them to the labeller without waiting for
-        the model: Faust's take() starts its deadline only once the body returns."""
+    async def label_texts(stream: Any) -> None:
+        """Hands every record to the labeller's backlog as it arrives (acks are the labeller's)."""
         await model_ready.wait()
-        taken: asyncio.Queue[list[Any]] = asyncio.Queue(maxsize=2)  # bounded: backpressure on the consumer
-        worker = asyncio.create_task(labeller(stream, taken))
+        events = stream.noack()
+        # Bounded at two batches: a full backlog stops this loop, and with it the consumer.
+        backlog: Backlog[Any] = Backlog(settings.batch_size, settings.batch_max_wait, 2 * settings.batch_size)
+        worker = asyncio.create_task(labeller(events, backlog))
         try:
-            async for batch_ in stream.noack_take(settings.batch_size, within=settings.batch_max_wait):
-                events = list(batch_)
-                metrics.IN_FLIGHT.inc(len(events))
-                put = asyncio.create_task(taken.put(events))
-                await asyncio.wait([put, worker], return_when=asyncio.FIRST_COMPLETED)
-                if worker.done():  # the labeller stopped the worker: take nothing more
-                    put.cancel()
+            async for event in events.events():
+                metrics.IN_FLIGHT.inc()
+                if backlog.full():
+                    put = asyncio.create_task(backlog.put(event))
+                    await asyncio.wait([put, worker], return_when=asyncio.FIRST_COMPLETED)
+                    if not put.done():  # the labeller stopped the worker: take nothing more
+                        put.cancel()
+                        return
+                else:
+                    backlog.put_nowait(event)
+                if worker.done():
                     return
         finally:
             if not worker.done():

@@ -19,6 +19,7 @@ from worker.config import Settings
 from worker.topics import label_topic
 
 Headers = list[tuple[str, bytes]]
+PROBE = "a plain text that any model version labels"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +70,15 @@ def process(bundle: Bundle, settings: Settings, records: Sequence[RawRecord]) ->
         else:
             rejected.append(decoded)
 
-    predictions = pipeline.predict(bundle, [msg for _, msg in valid])
+    predictions = predict_each(bundle, [msg for _, msg in valid])
     processed_at = time.time()
     outgoing: list[Outgoing] = []
     published: list[Prediction] = []
     for (rec, msg), pred in zip(valid, predictions, strict=True):
+        if isinstance(pred, Exception):
+            rejected.append(Rejected("model_error", f"the model failed on this input: {type(pred).__name__}: {pred}",
+                                     rec.value, rec.source, rec.key, rec.headers))
+            continue
         try:
             value = codec.encode_result(msg, pred, bundle.version, processed_at)
         except orjson.JSONEncodeError as exc:
@@ -94,6 +99,26 @@ def process(bundle: Bundle, settings: Settings, records: Sequence[RawRecord]) ->
     for rej in rejected:
         outgoing.append(Outgoing(settings.dlq_topic, rej.key, rej.value, codec.dlq_headers(rej)))
     return BatchResult(outgoing, published, rejected, bundle.version)
+
+
+def predict_each(bundle: Bundle, messages: list[TextMessage]) -> list[Prediction | Exception]:
+    """One model call for the batch; if it fails, one call per message, so that an input the model
+    cannot take is dead-lettered instead of failing its batch again after every restart. When a
+    probe text fails too, the fault is the model's or the machine's, not an input's: raise."""
+    try:
+        return list(pipeline.predict(bundle, messages))
+    except Exception as exc:
+        try:
+            bundle.infer([PROBE])
+        except Exception:
+            raise exc from None
+        results: list[Prediction | Exception] = []
+        for msg in messages:
+            try:
+                results.extend(pipeline.predict(bundle, [msg]))
+            except Exception as alone:
+                results.append(alone)
+        return results
 
 
 def output_topics(settings: Settings, labels: Sequence[str]) -> list[str]:

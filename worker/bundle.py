@@ -72,14 +72,19 @@ def length_chunks(texts: Sequence[str], size: int) -> list[list[int]]:
     return [list(chunk) for chunk in np.array_split(np.array(order, dtype=np.int64), n)] if order else []
 
 
-def compile_infer(classifier: Any, encoder: Any, chunk: int = CHUNK) -> InferFn:
-    """Wrap both models in one graph with a fixed signature: strings in, (probs, embeddings) out."""
+def compile_infer(classifier: Any, encoder: Any, chunk: int = CHUNK, packed: bool = True) -> InferFn:
+    """Wrap both models in one graph with a fixed signature: strings in, (probs, embeddings) out.
+    With `packed`, the classifier's LSTM runs over packed sequences where the model allows it."""
     import tensorflow as tf
+
+    from worker import packed_lstm
+
+    probabilities = (packed and packed_lstm.classifier_fn(classifier)) or (lambda c: classifier(c, training=False))
 
     @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string)])  # type: ignore[untyped-decorator]
     def graph(texts: Any) -> tuple[Any, Any]:
         column = tf.expand_dims(texts, -1)  # the models take (batch, 1) strings
-        return classifier(column, training=False), encoder(column, training=False)
+        return probabilities(column), encoder(column, training=False)
 
     def infer(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         probs = np.empty((len(texts), classifier.output_shape[-1]), dtype=np.float32)

@@ -22,6 +22,7 @@ Reason = Literal[
     "invalid_id",
     "empty_text",
     "output_too_large",
+    "model_error",
 ]
 REASONS: tuple[Reason, ...] = Reason.__args__  # type: ignore[attr-defined]
 

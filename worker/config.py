@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     models_topic: str = Field("texts.models", description="model registry events (publish, pin) that trigger a reload")
     topic_partitions: int = Field(4, ge=1, le=1024, description="partitions of topics the worker creates")
     batch_size: int = Field(256, ge=1, le=100_000, description="max records per model batch")
-    batch_max_wait: float = Field(0.05, gt=0, le=60, description="seconds to wait for a batch to fill")
+    batch_max_wait: float = Field(0.005, ge=0, le=60, description="seconds a free model waits for a batch to fill")
     # The broker answers a fetch when 256 KB are ready or after this long: the most a record waits
     # for its fetch at low rates. Longer means fewer fetches while idle (1 / this per second).
     fetch_max_wait: float = Field(0.01, gt=0, le=30, description="seconds the broker may hold a fetch to fill it")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import orjson
 import pytest
@@ -108,3 +110,38 @@ def test_a_passthrough_field_too_deep_to_write_back_is_dead_lettered(tiny_bundle
     assert result.labeled == 1
     assert [(r.reason, r.value, r.key) for r in result.rejected] == [("invalid_json", deep, b"k")]
     assert "cannot be written back" in result.rejected[0].detail
+
+
+def test_a_text_without_a_single_token_alone_in_its_batch_is_labelled(tiny_bundle) -> None:  # type: ignore[no-untyped-def]
+    # Keras' LSTM fails on a call whose texts have no tokens at all (zero steps): before the packed
+    # LSTM such a record, alone in a batch, failed the batch after every restart.
+    (pred,) = pipeline.predict(tiny_bundle, messages(["!!! ???"]))
+    assert pred.label in tiny_bundle.labels
+
+
+def test_an_input_the_model_fails_on_is_dead_lettered_and_the_rest_labelled(tiny_bundle) -> None:  # type: ignore[no-untyped-def]
+    def infer(texts):  # type: ignore[no-untyped-def]
+        if any("poison" in t for t in texts):
+            raise ValueError("cannot take this one")
+        return tiny_bundle.infer(texts)
+
+    fussy = dataclasses.replace(tiny_bundle, infer=infer)
+    records = [RawRecord(orjson.dumps({"id": f"r{i}", "text": t}), None, Source("texts.raw", 0, i))
+               for i, t in enumerate([TEXTS[0], "a poison text", TEXTS[1]])]
+    result = batch.process(fussy, load_settings(), records)
+    assert [p.label for p in result.predictions] == [p.label for p in pipeline.predict(tiny_bundle, messages(TEXTS[:2]))]
+    (rejected,) = result.rejected
+    assert rejected.reason == "model_error" and rejected.value == records[1].value
+    assert "ValueError: cannot take this one" in rejected.detail
+    dlq = [o for o in result.outgoing if o.topic == load_settings().dlq_topic]
+    assert [o.value for o in dlq] == [records[1].value]
+
+
+def test_a_model_that_fails_on_everything_fails_the_batch(tiny_bundle) -> None:  # type: ignore[no-untyped-def]
+    def infer(texts):  # type: ignore[no-untyped-def]
+        raise MemoryError("out of memory")
+
+    broken = dataclasses.replace(tiny_bundle, infer=infer)
+    records = [RawRecord(orjson.dumps({"text": TEXTS[0]}), None, Source("texts.raw", 0, 0))]
+    with pytest.raises(MemoryError):  # nothing dead-lettered: the restart tries the batch again
+        batch.process(broken, load_settings(), records)

@@ -1,0 +1,86 @@
+"""How waiting records become model batches: at once when the model is free, never more than a batch,
+in arrival order, and a full backlog holds the consumer back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from worker.backlog import Backlog
+
+
+async def test_a_free_model_takes_what_waits_at_once() -> None:
+    backlog: Backlog[int] = Backlog(batch_size=4, linger=0, limit=8)
+    for i in range(3):
+        backlog.put_nowait(i)
+    started = time.monotonic()
+    assert await backlog.take() == [0, 1, 2]
+    assert time.monotonic() - started < 0.05
+    assert len(backlog) == 0
+
+
+async def test_batches_are_capped_and_in_arrival_order() -> None:
+    backlog: Backlog[int] = Backlog(batch_size=4, linger=10, limit=16)
+    for i in range(10):
+        backlog.put_nowait(i)
+    # Full batches go at once even with a long linger; the remainder waits for it.
+    assert await backlog.take() == [0, 1, 2, 3]
+    assert await backlog.take() == [4, 5, 6, 7]
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(backlog.take(), 0.1)
+    assert len(backlog) == 2
+
+
+async def test_take_waits_for_the_first_record() -> None:
+    backlog: Backlog[str] = Backlog(batch_size=4, linger=0, limit=8)
+    taking = asyncio.create_task(backlog.take())
+    await asyncio.sleep(0.05)
+    assert not taking.done()
+    backlog.put_nowait("a")
+    assert await asyncio.wait_for(taking, 1) == ["a"]
+
+
+async def test_linger_counts_from_the_oldest_record_and_gathers_later_ones() -> None:
+    backlog: Backlog[int] = Backlog(batch_size=100, linger=0.2, limit=200)
+    backlog.put_nowait(0)
+    started = time.monotonic()
+    taking = asyncio.create_task(backlog.take())
+    await asyncio.sleep(0.05)
+    backlog.put_nowait(1)
+    batch = await asyncio.wait_for(taking, 2)
+    waited = time.monotonic() - started
+    assert batch == [0, 1]
+    assert 0.15 <= waited < 1.0
+
+
+async def test_linger_ends_early_when_the_batch_fills() -> None:
+    backlog: Backlog[int] = Backlog(batch_size=3, linger=5, limit=6)
+    backlog.put_nowait(0)
+    taking = asyncio.create_task(backlog.take())
+    await asyncio.sleep(0.02)
+    backlog.put_nowait(1)
+    backlog.put_nowait(2)
+    assert await asyncio.wait_for(taking, 1) == [0, 1, 2]
+
+
+async def test_a_full_backlog_makes_put_wait_until_a_batch_is_taken() -> None:
+    backlog: Backlog[int] = Backlog(batch_size=2, linger=0, limit=2)
+    backlog.put_nowait(0)
+    backlog.put_nowait(1)
+    assert backlog.full()
+    with pytest.raises(OverflowError):
+        backlog.put_nowait(2)
+    putting = asyncio.create_task(backlog.put(2))
+    await asyncio.sleep(0.05)
+    assert not putting.done()
+    assert await backlog.take() == [0, 1]
+    await asyncio.wait_for(putting, 1)
+    assert await backlog.take() == [2]
+
+
+@pytest.mark.parametrize(("batch_size", "linger", "limit"), [(0, 0, 1), (4, 0, 3), (4, -1, 8)])
+def test_bad_arguments_are_refused(batch_size: int, linger: float, limit: int) -> None:
+    with pytest.raises(ValueError):
+        Backlog(batch_size, linger, limit)
