@@ -7,7 +7,7 @@ On one machine, with one model and one mix of texts (BBC News articles and Enron
                 possible, records/s from the first input handed to the producer to the last output
                 record, and latency (input handed to the producer -> output record timestamp);
   (c) naive     the tutorial way: an aiokafka loop calling `model.predict` per message;
-  (d) 50 % load one worker at half of (b)'s rate: p50/p95/p99 latency with the default batch deadline;
+  (d) 50 % load one worker at half of (b)'s rate: p50/p95/p99 latency with the default batch wait;
   (e) 2 workers two worker processes in one consumer group versus one, each with half the cores'
                 TensorFlow threads as the README advises for workers sharing a host; and (e') the
                 same with TensorFlow's default threads in each (twice as many threads as cores).
@@ -377,7 +377,7 @@ def render(r: dict[str, Any], args: argparse.Namespace, profile_lines: list[str]
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. One run; the broker, the producer and the "
         "consumer of outputs share the same cores as the workers.",
         f"Texts: {' + '.join(r['corpora'])} (bundled), shuffled. Model: `{r['model']}`. "
-        f"Batch size {r['batch_size']}, deadline {r['batch_max_wait'] * 1000:.0f} ms, 4 input partitions, "
+        f"Batch size {r['batch_size']}, batch wait {r['batch_max_wait'] * 1000:.0f} ms, 4 input partitions, "
         f"{r['records']} records per burst.",
         "",
         "| run | records/s | p50 ms | p95 ms | p99 ms |",

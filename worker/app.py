@@ -1,7 +1,7 @@
 """The Faust shell: the only module that imports faust.
 
-It consumes raw bytes, takes micro-batches (size AND deadline), runs `batch.process` in a thread,
-produces every output, waits until Kafka acknowledged all of them, and only then acks the input
+It consumes raw bytes into a backlog, runs `batch.process` in a thread on whatever waits when the
+model is free (up to a batch; `worker.backlog`), produces every output, waits until Kafka acknowledged all of them, and only then acks the input
 events so their offsets can be committed (at-least-once; faust#189 and #606 are why acks are ours).
 Around that: hot reload (registry polls and `texts.models` events), Prometheus metrics, consumer
 lag, and the /healthz, /readyz and /status pages.
@@ -255,23 +255,20 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
     async def label_texts(stream: Any) -> None:
         """Hands every record to the labeller's backlog as it arrives (acks are the labeller's)."""
         await model_ready.wait()
-        events = stream.noack()
+        inputs = stream.noack()  # acks are the labeller's, after the outputs
         # Bounded at two batches: a full backlog stops this loop, and with it the consumer.
         backlog: Backlog[Any] = Backlog(settings.batch_size, settings.batch_max_wait, 2 * settings.batch_size)
-        worker = asyncio.create_task(labeller(events, backlog))
+        worker = asyncio.create_task(labeller(inputs, backlog))
         try:
-            async for event in events.events():
-                metrics.IN_FLIGHT.inc()
+            async for event in inputs.events():
                 if backlog.full():
-                    put = asyncio.create_task(backlog.put(event))
-                    await asyncio.wait([put, worker], return_when=asyncio.FIRST_COMPLETED)
-                    if not put.done():  # the labeller stopped the worker: take nothing more
-                        put.cancel()
-                        return
-                else:
-                    backlog.put_nowait(event)
-                if worker.done():
+                    room = asyncio.create_task(backlog.room())
+                    await asyncio.wait([room, worker], return_when=asyncio.FIRST_COMPLETED)
+                    room.cancel()
+                if worker.done():  # the labeller stopped the worker: take nothing more
                     return
+                backlog.put_nowait(event)
+                metrics.IN_FLIGHT.inc()
         finally:
             if not worker.done():
                 worker.cancel()

@@ -21,8 +21,9 @@ class Backlog(Generic[T]):
     """A bounded FIFO of items with their arrival times; `take` hands out batches.
 
     `linger`: how long a free model may wait for a partial batch to fill, counted from the arrival
-    of its oldest item (0: start at once). `limit`: `put` waits while this many items wait, which
-    holds the Kafka consumer back instead of buffering without end.
+    of its oldest item (0: start at once). `limit`: the most items that may wait; the producer of
+    items waits for `room` beyond it, which holds the Kafka consumer back instead of buffering
+    without end.
     """
 
     def __init__(self, batch_size: int, linger: float, limit: int) -> None:
@@ -45,11 +46,11 @@ class Backlog(Generic[T]):
         self._items.append((time.monotonic(), item))
         self._arrived.set()
 
-    async def put(self, item: T) -> None:
+    async def room(self) -> None:
+        """Returns once the backlog is not full."""
         while self.full():
             self._space.clear()
             await self._space.wait()
-        self.put_nowait(item)
 
     async def take(self) -> list[T]:
         """The next batch: up to `batch_size` of the oldest items, once the batch is full or its

@@ -64,8 +64,10 @@ def configure_threads(settings: Settings) -> None:
 def length_chunks(texts: Sequence[str], size: int) -> list[list[int]]:
     """Indices of `texts` in chunks of about `size`, shortest texts first.
 
-    The LSTM runs as many steps as the longest text of its call (up to the model's cut), so a short
+    Keras runs a call's LSTM as many steps as its longest text (up to the model's cut), so a short
     email batched with news articles pays for their length; sorted chunks pay only for their own.
+    The packed LSTM pays per token anyway, but chunks still bound its memory (steps x texts x 4
+    units of floats per direction, 17 MB for 64 texts of 256 tokens) and its steps per call.
     """
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     n = max(1, round(len(order) / size))

@@ -86,3 +86,17 @@ def test_stop_and_restart_loses_nothing(stack: Stack, sig: int) -> None:
     duplicates = sum(c - 1 for c in ids.values())
     # A clean stop commits what was delivered: at most the batch in flight comes back.
     assert duplicates <= 512, duplicates
+
+
+def test_a_text_without_a_word_alone_in_its_batch_is_labelled(stack: Stack) -> None:
+    # Alone in a model call, a punctuation-only text made Keras' LSTM fail on zero steps: the worker
+    # stopped uncommitted and met the same record after every restart.
+    worker = stack.start_worker()
+    stack.wait_ready(worker)
+    for i, text in enumerate(["!!! ???", "..."]):
+        assert stack.send([orjson.dumps({"id": f"punct-{i}", "text": text})]) == 1
+        labeled = stack.read([stack.labeled], i + 1, settle=0.5)
+        assert sorted(orjson.loads(r.value or b"")["id"] for r in labeled) == [f"punct-{j}" for j in range(i + 1)], \
+            stack.logs()
+    assert worker.proc.poll() is None
+    assert stack.stop_worker(worker) == 0

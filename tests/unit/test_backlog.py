@@ -65,18 +65,19 @@ async def test_linger_ends_early_when_the_batch_fills() -> None:
     assert await asyncio.wait_for(taking, 1) == [0, 1, 2]
 
 
-async def test_a_full_backlog_makes_put_wait_until_a_batch_is_taken() -> None:
+async def test_a_full_backlog_has_room_again_once_a_batch_is_taken() -> None:
     backlog: Backlog[int] = Backlog(batch_size=2, linger=0, limit=2)
     backlog.put_nowait(0)
     backlog.put_nowait(1)
     assert backlog.full()
     with pytest.raises(OverflowError):
         backlog.put_nowait(2)
-    putting = asyncio.create_task(backlog.put(2))
+    room = asyncio.create_task(backlog.room())
     await asyncio.sleep(0.05)
-    assert not putting.done()
+    assert not room.done()
     assert await backlog.take() == [0, 1]
-    await asyncio.wait_for(putting, 1)
+    await asyncio.wait_for(room, 1)
+    backlog.put_nowait(2)
     assert await backlog.take() == [2]
 
 
