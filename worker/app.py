@@ -14,8 +14,10 @@ import contextlib
 import functools
 import gc
 import logging
+import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 LAG_INTERVAL_S = 5.0
 LOADING_SWITCH_INTERVAL_S = 0.0005  # see short_gil_slices
+LOADING_NICE = 19  # see lower_priority
 STALE_AFTER_S = 30.0  # a loop tick or a broker answer older than this means unhealthy / not ready
 # The broker answers a fetch when this much is ready or TEXTSTREAM_FETCH_MAX_WAIT has passed. Faust
 # asks for 1 byte, so under a steady stream every fetch returns one or two records and the consumer
@@ -85,6 +88,16 @@ def short_gil_slices(seconds: float) -> Iterator[None]:
         yield
     finally:
         sys.setswitchinterval(previous)
+
+
+def lower_priority(nice: int) -> None:
+    """Give the calling thread a lower CPU priority (Linux schedules threads one by one): a model
+    version loading beside the serving threads then yields the cores to them. bench/reload.py, 2
+    alternating runs each: swap p99 176 and 166 ms at nice 19, 230 and 216 ms without."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except OSError as exc:  # not permitted, or not Linux: load at normal priority
+        logger.warning("could not lower the model loading thread's priority: %s", exc)
 
 
 def transport(app: faust.App, settings: Settings) -> Any:
@@ -160,7 +173,8 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
     # One inference thread: TensorFlow parallelises inside the call, and batches stay ordered.
     # Loading gets its own thread so a new version loads while the current one keeps serving.
     infer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-    load_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
+    load_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load",
+                                   initializer=lower_priority, initargs=(LOADING_NICE,))
     model_ready = asyncio.Event()
     if serving.bundle is not None:  # handed a loaded version (tests): serve it at once
         model_ready.set()

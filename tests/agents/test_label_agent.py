@@ -165,3 +165,19 @@ def test_short_gil_slices_only_while_a_version_loads() -> None:
     with pytest.raises(RuntimeError), short_gil_slices(0.0005):
         raise RuntimeError("a load failed")
     assert sys.getswitchinterval() == before  # restored after a failed load too
+
+
+def test_lower_priority_applies_to_the_calling_thread_only() -> None:
+    import os
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from worker.app import lower_priority
+
+    def nice_of_this_thread() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = nice_of_this_thread()
+    with ThreadPoolExecutor(1, initializer=lower_priority, initargs=(19,)) as pool:
+        assert pool.submit(nice_of_this_thread).result() == 19
+    assert nice_of_this_thread() == before  # the serving threads keep theirs
