@@ -1,8 +1,9 @@
 """The Faust shell: the only module that imports faust.
 
 It consumes raw bytes into a backlog, runs `batch.process` in a thread on whatever waits when the
-model is free (up to a batch; `worker.backlog`), produces every output, waits until Kafka acknowledged all of them, and only then acks the input
-events so their offsets can be committed (at-least-once; faust#189 and #606 are why acks are ours).
+model is free (up to a batch; `worker.backlog`), produces every output, waits until Kafka
+acknowledged all of them, and only then acks the input events so their offsets can be committed
+(at-least-once; faust#189 and #606 are why acks are ours).
 Around that: hot reload (registry polls and `texts.models` events), Prometheus metrics, consumer
 lag, and the /healthz, /readyz and /status pages.
 """

@@ -76,11 +76,11 @@ def classifier_fn(classifier: Any) -> Callable[[Any], Any] | None:
     """(texts, 1) strings → class probabilities, as `classifier` computes them, with the LSTM packed;
     None unless the model is tokens → HeadTail → Embedding → (Bi)LSTM → MaskedMaxPool → Dropout →
     Dense `deep_logits` [+ Dense `wide_logits`] → softmax `scores`."""
-    names = {x.name for x in classifier.layers}
+    layers = {x.name: x for x in classifier.layers}
+    names = layers.keys()
     if not {"tokens", "head_tail", "embedding", "max_over_time", "deep_logits", "scores"} <= names \
             or not names & {"lstm", "bilstm"}:
         return None
-    layers = {name: classifier.get_layer(name) for name in names}
     recurrent = layers["bilstm" if "bilstm" in names else "lstm"]
     if isinstance(recurrent, keras.layers.Bidirectional):
         if recurrent.merge_mode != "concat":
