@@ -16,18 +16,27 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import orjson
 
 from worker import client, config, kafka_local, registry, topics
 from worker.client import Record, snippet
+from worker.kafka_local import free_port
 from worker.errors import RegistryError
 from worker.topics import label_topic
 
 logger = logging.getLogger(__name__)
 
 DEMO_MAX_TEXT_BYTES = 65_536  # small, so an oversized record can be shown (producer limit is 1 MiB)
+# No step of the demo waits for a fixed short time: the reader waits for the worker's topics, and
+# the outputs have until this deadline, counted from the worker's start (it ends early when the
+# worker dies). A warm 2-core machine needs ~15 s, a cold disk importing TensorFlow far more.
+OUTPUT_DEADLINE_S = 900
+PROGRESS_EVERY_S = 15
+STOP_TIMEOUT_S = 60
 TRAIN_FILES = ("bbc_news_train.jsonl.gz", "sms_spam_train.jsonl.gz")
 SAMPLE_FILES = (("bbc_news_test.jsonl.gz", 10), ("sms_spam_test.jsonl.gz", 6))
 
@@ -71,9 +80,10 @@ def ensure_model(model_dir: Path, data_dir: Path) -> int:
     return result.version
 
 
-def start_worker(model_dir: Path, log_path: Path) -> subprocess.Popen[bytes]:
+def start_worker(model_dir: Path, log_path: Path, web_port: int) -> subprocess.Popen[bytes]:
     env = dict(os.environ, TEXTSTREAM_MODEL_DIR=str(model_dir), TEXTSTREAM_APP_ID="textstream-demo",
-               TEXTSTREAM_MAX_TEXT_BYTES=str(DEMO_MAX_TEXT_BYTES))
+               TEXTSTREAM_MAX_TEXT_BYTES=str(DEMO_MAX_TEXT_BYTES), TEXTSTREAM_WEB_PORT=str(web_port),
+               TEXTSTREAM_WEB_HOST="127.0.0.1")
     logger.info("starting worker (log: %s)", log_path)
     with log_path.open("wb") as log:
         return subprocess.Popen([sys.executable, "-m", "worker", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -83,30 +93,62 @@ def stop_worker(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
+            logger.warning("the worker did not stop %d s after SIGTERM; killing it", STOP_TIMEOUT_S)
             proc.kill()
             proc.wait()
 
 
+def worker_state(web_port: int) -> str:
+    """What the worker's /readyz says, in words, for the progress lines."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/readyz", timeout=5) as resp:
+            body = orjson.loads(resp.read())
+    except urllib.error.HTTPError as err:  # 503 while not ready, with the checks in its body
+        body = orjson.loads(err.read())
+    except OSError:
+        return "starting (web port not up yet)"
+    if body.get("ready"):
+        return f"ready, serving model version {body.get('model_version')}"
+    waiting = [name for name, ok in body.get("checks", {}).items() if not ok]
+    return "up, waiting for " + ", ".join(waiting)
+
+
 async def collect(bootstrap: str, topics: list[str], expected: int, worker: subprocess.Popen[bytes],
-                  timeout: float) -> list[Record]:
-    """Read the output topics until `expected` records arrived (or the worker died, or time ran out)."""
+                  web_port: int, deadline_s: float) -> list[Record]:
+    """Read the output topics until `expected` records arrived, the worker died, or `deadline_s`
+    passed; every PROGRESS_EVERY_S seconds say how far it got. The reader waits for topics the worker
+    has not created yet; an error of its own is raised, not reported as missing records."""
     records: list[Record] = []
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
 
     async def read() -> None:
-        async for rec in client.follow(bootstrap, topics, from_beginning=True, idle_timeout=None):
+        async for rec in client.follow(bootstrap, topics, from_beginning=True):
             records.append(rec)
             if len(records) >= expected:
                 return
 
     task = asyncio.create_task(read())
-    while not task.done() and time.monotonic() < deadline and worker.poll() is None:
-        await asyncio.sleep(0.2)
-    if not task.done():
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    next_progress = started + PROGRESS_EVERY_S
+    try:
+        while not task.done() and worker.poll() is None and time.monotonic() - started < deadline_s:
+            await asyncio.sleep(0.2)
+            if time.monotonic() >= next_progress:
+                next_progress += PROGRESS_EVERY_S
+                state = await asyncio.to_thread(worker_state, web_port)
+                logger.info("%d/%d records out after %.0f s; worker %s", len(records), expected,
+                            time.monotonic() - started, state)
+        if task.done():
+            task.result()  # the reader's own error, if it had one
+        elif worker.poll() is not None:
+            logger.error("the worker exited with code %s", worker.returncode)
+        elif len(records) < expected:
+            logger.error("gave up after %.0f s with %d/%d records", deadline_s, len(records), expected)
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
     return records
 
 
@@ -144,14 +186,21 @@ def run_demo(model_dir: Path, data_dir: Path) -> int:
     worker = None
     try:
         version = ensure_model(model_dir, data_dir)
-        worker = start_worker(model_dir, demo_cfg.run_dir / "worker.log")
+        web_port = free_port()
+        worker = start_worker(model_dir, demo_cfg.run_dir / "worker.log", web_port)
         good = sample_texts(data_dir)
         bad = malformed_records()
         values = good + [raw for _, raw in bad]
         asyncio.run(topics.ensure_topics(bootstrap, [settings.input_topic], settings.topic_partitions))
         sent = asyncio.run(client.send_values(bootstrap, settings.input_topic, values))
-        logger.info("sent %d records (%d texts, %d malformed) to %s", sent, len(good), len(bad), settings.input_topic)
-        records = asyncio.run(collect(bootstrap, [settings.output_topic, settings.dlq_topic], len(values), worker, 180))
+        logger.info("sent %d records (%d texts, %d malformed) to %s; reading %s and %s", sent, len(good), len(bad),
+                    settings.input_topic, settings.output_topic, settings.dlq_topic)
+        try:
+            records = asyncio.run(collect(bootstrap, [settings.output_topic, settings.dlq_topic], len(values),
+                                          worker, web_port, OUTPUT_DEADLINE_S))
+        except Exception as exc:
+            print(f"demo FAILED: reading the output topics failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
         labeled = [r for r in records if r.topic == settings.output_topic]
         dead = [r for r in records if r.topic == settings.dlq_topic]
         print_tables(labeled, dead, settings.label_topic_prefix)
@@ -159,7 +208,8 @@ def run_demo(model_dir: Path, data_dir: Path) -> int:
         print(f"\nmodel version {version}; {len(labeled)}/{len(good)} labelled, {len(dead)}/{len(bad)} dead-lettered; "
               f"demo took {time.perf_counter() - started:.0f}s. Worker log: {demo_cfg.run_dir / 'worker.log'}")
         if not ok:
-            print("demo FAILED: not every record came out; see the worker log above", file=sys.stderr)
+            print(f"demo FAILED: not every record came out; the worker log is {demo_cfg.run_dir / 'worker.log'}",
+                  file=sys.stderr)
         return 0 if ok else 1
     finally:
         if worker is not None:

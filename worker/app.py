@@ -183,13 +183,17 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
     lag = LagProbe(settings.bootstrap_servers, settings.app_id, access)
     state: dict[str, Any] = {"tick": time.time(), "assigned": None, "started": time.time()}
 
+    def load_next() -> bundle.Bundle | None:
+        bundle.prepare_runtime(settings)  # TensorFlow comes with the first version, after the web pages are up
+        return serving.poll()
+
     async def reload(reason: str) -> None:
         """Load what the registry asks for beside the current version; swap between batches."""
         loop = asyncio.get_running_loop()
         async with reload_lock:
             try:
                 with short_gil_slices(LOADING_SWITCH_INTERVAL_S):
-                    new = await loop.run_in_executor(load_pool, serving.poll)
+                    new = await loop.run_in_executor(load_pool, load_next)
                 if new is None:
                     return
                 await topics.ensure_topics(settings.bootstrap_servers, batch.output_topics(settings, new.labels),
@@ -380,15 +384,6 @@ def run(settings: Settings, serving: Serving) -> None:
     """Run the worker until SIGTERM/SIGINT (Faust's worker installs the handlers and shuts down
     cleanly: the agent finishes or abandons its batch, acked offsets are committed)."""
     app = create_app(settings, serving)
-    import keras  # noqa: F401  (imported here so that the freeze below covers it)
-
-    bundle.configure_threads(settings)
-
-    # Move everything imported so far (TensorFlow, Keras, Faust: hundreds of thousands of objects)
-    # out of the collector's sight: the full collection that frees a replaced model version then
-    # scans only what was created since, which shortens its pause during a hot swap.
-    gc.collect()
-    gc.freeze()
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False,
                           logging_config=logs.dict_config(settings.log_level, settings.log_format))
     worker.execute_from_commandline()

@@ -3,11 +3,16 @@
 The hot path never calls `model.predict` (about 100 ms of fixed cost per call): both models run in
 one `tf.function` with a fixed input signature, traced once at load and warmed up before use.
 Models load in Keras safe mode, after every file hash matched the manifest; nothing is unpickled.
+
+Importing this module does not import TensorFlow (5-15 s, more on a cold disk): the worker creates
+its topics and answers /healthz first, and TensorFlow comes with the first version it loads.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -17,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from worker import layers  # noqa: F401  (registers the custom layers the saved models use)
 from worker import registry
 from worker.config import Settings
 from worker.errors import BundleError
@@ -32,6 +36,8 @@ ENCODER = "encoder.keras"
 CENTROIDS = "centroids.npy"
 BUNDLE_FILES = (CLASSIFIER, ENCODER, CENTROIDS)
 CHUNK = 64  # texts per model call after sorting a batch by length (bench/throughput.py)
+
+_runtime_prepared = threading.Event()
 
 InferFn = Callable[[Sequence[str]], tuple[np.ndarray, np.ndarray]]
 
@@ -61,6 +67,26 @@ def configure_threads(settings: Settings) -> None:
         logger.warning("TensorFlow thread settings not applied: %s", exc)
 
 
+def prepare_runtime(settings: Settings) -> None:
+    """Once per process, before the first version loads: import TensorFlow and Keras, set their
+    threads, and move everything imported so far out of the collector's sight (gc.freeze: hundreds
+    of thousands of objects), so that the full collection that frees a replaced version after a hot
+    swap scans only what was created since, which shortens its pause. The versions themselves are
+    created after the freeze and stay collectable."""
+    if _runtime_prepared.is_set():
+        return
+    started = time.perf_counter()
+    import keras  # noqa: F401
+
+    from worker import layers  # noqa: F401  (registers the custom layers the saved models use)
+
+    configure_threads(settings)
+    gc.collect()
+    gc.freeze()
+    _runtime_prepared.set()
+    logger.info("TensorFlow and Keras imported in %.1fs", time.perf_counter() - started)
+
+
 def length_chunks(texts: Sequence[str], size: int) -> list[list[int]]:
     """Indices of `texts` in chunks of about `size`, shortest texts first.
 
@@ -79,7 +105,7 @@ def compile_infer(classifier: Any, encoder: Any, chunk: int = CHUNK, packed: boo
     With `packed`, the classifier's LSTM runs over packed sequences where the model allows it."""
     import tensorflow as tf
 
-    from worker import packed_lstm
+    from worker import layers, packed_lstm  # noqa: F401  (layers: the custom layers the models use)
 
     probabilities = (packed and packed_lstm.classifier_fn(classifier)) or (lambda c: classifier(c, training=False))
 
@@ -102,6 +128,8 @@ def compile_infer(classifier: Any, encoder: Any, chunk: int = CHUNK, packed: boo
 def load(folder: Path) -> Bundle:
     """Verify and load one version folder; raise BundleError saying what is wrong."""
     import keras
+
+    from worker import layers  # noqa: F401  (registers the custom layers the saved models use)
 
     started = time.perf_counter()
     manifest = registry.verify(folder)

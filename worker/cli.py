@@ -29,8 +29,7 @@ def _config_epilog() -> str:
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = config.load_settings()
     logs.setup(settings.log_level, settings.log_format)
-    from worker import app, registry, security, topics
-    from worker.serving import Serving
+    from worker import registry, security, topics
 
     version = registry.serving_version(settings.model_dir)  # fails fast on an empty registry
     access = security.from_settings(settings)  # fails fast on unreadable certificates
@@ -47,6 +46,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         settings.dlq_topic, settings.model_dir, version, settings.batch_size, settings.batch_max_wait,
         settings.web_host, settings.web_port, ",".join(created) or "none",
     )
+    # Faust, not TensorFlow: the web pages answer and the topics exist before the model loads.
+    from worker import app
+    from worker.serving import Serving
+
     app.run(settings, Serving(settings.model_dir))
     return 0
 

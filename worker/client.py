@@ -79,10 +79,14 @@ class Record:
 
 async def follow(
     bootstrap: str, topics: Sequence[str], *, from_beginning: bool = True, idle_timeout: float | None = None,
-    max_records: int | None = None, security: ClientSecurity = PLAINTEXT,
+    max_records: int | None = None, security: ClientSecurity = PLAINTEXT, topic_wait: float | None = None,
 ) -> AsyncIterator[Record]:
     """Yield records of `topics` (no consumer group, nothing committed) until `max_records` or
-    `idle_timeout` seconds without a record."""
+    `idle_timeout` seconds without a record.
+
+    Topics that do not exist yet are waited for, as kafka-console-consumer does: a reader started
+    before the worker (which creates its topics) attaches when they appear. `topic_wait` bounds
+    that wait in seconds (None: for ever); past it BrokerUnavailable names the missing topics."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest", **security.kwargs(),
@@ -93,10 +97,8 @@ async def follow(
         await consumer.stop()
         raise await unreachable(bootstrap, security, exc) from None
     try:
-        partitions = []
-        for topic in topics:
-            for p in sorted(await _partitions(consumer, topic)):
-                partitions.append(TopicPartition(topic, p))
+        partitions = [TopicPartition(topic, p) for topic, parts in
+                      (await partitions_of(consumer, topics, topic_wait)).items() for p in sorted(parts)]
         consumer.assign(partitions)
         if from_beginning:
             await consumer.seek_to_beginning(*partitions)
@@ -121,15 +123,25 @@ async def follow(
         await consumer.stop()
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    # Metadata for a topic that was just created may take a moment to appear.
-    for _ in range(50):
-        parts = consumer.partitions_for_topic(topic)
-        if parts:
-            return set(parts)
-        await consumer._client.force_metadata_update()
-        await asyncio.sleep(0.1)
-    raise BrokerUnavailable(f"topic {topic!r} does not exist on the broker")
+async def partitions_of(consumer: AIOKafkaConsumer, topics: Sequence[str],
+                        wait: float | None = None) -> dict[str, set[int]]:
+    """The partitions of each topic, once every topic exists: waits (and says so once) for the ones
+    that do not, up to `wait` seconds (None: for ever)."""
+    deadline = None if wait is None else time.monotonic() + wait
+    said = False
+    while True:
+        await consumer._client.force_metadata_update()  # aiokafka has no public refresh
+        found = {t: set(consumer.partitions_for_topic(t) or ()) for t in topics}
+        missing = sorted(t for t, parts in found.items() if not parts)
+        if not missing:
+            return found
+        if deadline is not None and time.monotonic() >= deadline:
+            raise BrokerUnavailable(f"topic(s) {', '.join(missing)} did not appear on the broker within {wait:.0f} s")
+        if not said:
+            logger.warning("waiting for topic(s) %s to be created (a worker creates its topics when it starts)",
+                           ", ".join(missing))
+            said = True
+        await asyncio.sleep(0.5)
 
 
 def snippet(text: str, width: int) -> str:
@@ -162,10 +174,10 @@ def render(record: Record, as_json: bool) -> str:
 
 async def tail(bootstrap: str, topics: Sequence[str], *, as_json: bool, from_beginning: bool,
                idle_timeout: float | None, max_records: int | None, out: IO[str] = sys.stdout,
-               security: ClientSecurity = PLAINTEXT) -> int:
+               security: ClientSecurity = PLAINTEXT, topic_wait: float | None = None) -> int:
     count = 0
-    async for record in follow(bootstrap, topics, from_beginning=from_beginning,
-                               idle_timeout=idle_timeout, max_records=max_records, security=security):
+    async for record in follow(bootstrap, topics, from_beginning=from_beginning, idle_timeout=idle_timeout,
+                               max_records=max_records, security=security, topic_wait=topic_wait):
         out.write(render(record, as_json) + "\n")
         out.flush()
         count += 1

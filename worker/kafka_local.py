@@ -238,6 +238,22 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
+def free_ports(count: int) -> list[int]:
+    """Ports free on 127.0.0.1 right now (all sockets held together so they differ)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
+
+
 def check_ports_free(cfg: BrokerConfig) -> None:
     ports = [(cfg.port, "TEXTSTREAM_KAFKA_PORT"), (cfg.controller_port, "TEXTSTREAM_KAFKA_CONTROLLER_PORT")]
     if cfg.sasl_port is not None:

@@ -30,7 +30,7 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
         await consumer.start()
         try:
-            parts = await client._partitions(consumer, topic)
+            parts = (await client.partitions_of(consumer, [topic], wait=60))[topic]
             ends = await consumer.end_offsets([TopicPartition(topic, p) for p in parts])
             return {tp.partition: off for tp, off in ends.items()}
         finally:
