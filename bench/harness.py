@@ -1,5 +1,5 @@
 """What the benchmarks share: a local broker on free ports, worker processes in their own topic
-namespace, a producer of texts, and percentiles. Benchmarks run the real worker (`python -m worker
+namespace, a producer of texts, and percentiles. Benchmarks run the real worker (`python -m commands
 worker`) exactly as an operator would; nothing here is a test double.
 """
 
@@ -27,7 +27,7 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from worker import kafka_local
+from devkit import kafka_local
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -119,13 +119,13 @@ class Namespace:
 
 
 class Worker:
-    """`python -m worker worker` in a namespace; its log goes to `log`."""
+    """`python -m commands worker` in a namespace; its log goes to `log`."""
 
     def __init__(self, ns: Namespace, log: Path, **env: str) -> None:
         self.port = free_port()
         self.log = log
         with log.open("ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "worker", "worker"], cwd=REPO,
+            self.proc = subprocess.Popen([sys.executable, "-m", "commands", "worker"], cwd=REPO,
                                          env=ns.env(self.port, **env), stdout=out, stderr=subprocess.STDOUT)
 
     @property

@@ -59,7 +59,7 @@ def main() -> int:
     if args.model_dir:
         copy_version(args.model_dir, reg)
     else:
-        subprocess.run([sys.executable, "-m", "training.cli", "train", "--data",
+        subprocess.run([sys.executable, "-m", "commands", "train", "--data",
                         str(REPO / "data" / "bbc_news_train.jsonl.gz"), "--model-dir", str(reg)], check=True, cwd=REPO)
 
     broker = Broker(work)

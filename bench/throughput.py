@@ -55,7 +55,7 @@ def model_registry(model_dir: Path | None) -> Path:
     if not (CACHE / "PUBLISHED").exists():
         shutil.rmtree(CACHE, ignore_errors=True)
         print("training the benchmark model on BBC News + Enron emails (once; cached in bench/.cache)", flush=True)
-        subprocess.run([sys.executable, "-m", "training.cli", "train", "--no-announce", "--model-dir", str(CACHE),
+        subprocess.run([sys.executable, "-m", "commands", "train", "--no-announce", "--model-dir", str(CACHE),
                         "--data", str(REPO / "data" / "bbc_news_train.jsonl.gz"),
                         str(REPO / "data" / "enron_spam_sample.jsonl.gz")], check=True, cwd=REPO)
         (CACHE / "PUBLISHED").touch()

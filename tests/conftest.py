@@ -32,7 +32,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One real Kafka broker for the session (fresh data, free ports), shared by tests/integration and
     tests/faults; if it cannot start, the tests error out: a missing broker is a failure, never a skip."""
     from tests.factories import free_ports
-    from worker import kafka_local
+    from devkit import kafka_local
 
     port, controller = free_ports(2)
     cfg = kafka_local.BrokerConfig(run_dir=tmp_path_factory.mktemp("kafka"), port=port, controller_port=controller)

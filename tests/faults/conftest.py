@@ -10,7 +10,7 @@ import pytest
 
 from tests.factories import free_ports
 from tests.integration.conftest import Stack, running_broker, stack, stack_on  # noqa: F401  (`stack`: the fixture, re-exported for tests/faults)
-from worker import kafka_local
+from devkit import kafka_local
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 from tests.faults import accounting
 from tests.integration.conftest import Stack, wait_until
 from tests.integration.test_end_to_end import valid_records
-from worker import kafka_local
+from devkit import kafka_local
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from tests.factories import free_ports
-from worker import client, kafka_local
+from devkit import kafka_local
+from worker import client
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -102,7 +103,7 @@ class Stack:
     def start_worker(self, **env: str) -> Worker:
         port = free_ports(1)[0]
         log = (self.log_dir / f"worker-{len(self.workers)}.log").open("wb")
-        proc = subprocess.Popen([sys.executable, "-m", "worker", "worker"], cwd=REPO,
+        proc = subprocess.Popen([sys.executable, "-m", "commands", "worker"], cwd=REPO,
                                 env=self.env(TEXTSTREAM_WEB_PORT=str(port), **env),
                                 stdout=log, stderr=subprocess.STDOUT)
         worker = Worker(proc, port)

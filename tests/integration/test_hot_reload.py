@@ -163,7 +163,7 @@ def test_one_event_switches_every_worker_of_the_group(stack: Stack, reg: Path) -
 def test_models_commands_announce_and_status_shows_the_workers(
     stack: Stack, reg: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from training.cli import main
+    from commands.main import main
 
     worker = stack.start_worker(TEXTSTREAM_RELOAD_INTERVAL="3600")  # only announcements can switch it
     stack.wait_ready(worker)

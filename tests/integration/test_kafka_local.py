@@ -1,4 +1,4 @@
-"""Start a real Kafka broker with worker.kafka_local, talk to it with aiokafka, stop it."""
+"""Start a real Kafka broker with devkit.kafka_local, talk to it with aiokafka, stop it."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.factories import free_ports
-from worker import kafka_local
-from worker.kafka_local import BrokerConfig
+from devkit import kafka_local
+from devkit.kafka_local import BrokerConfig
 
 # No skip when java is missing: in CI a missing broker is a failure.
 pytestmark = pytest.mark.integration

@@ -18,7 +18,8 @@ import pytest
 from tests.factories import free_ports
 from tests.integration.conftest import REPO, Stack, running_broker, stack_on
 from tests.pki import KEY_PASSWORD, make_pki
-from worker import client, kafka_local, security
+from devkit import kafka_local
+from worker import client, security
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +53,7 @@ def sasl_env(password: str = PASSWORD) -> dict[str, str]:
 
 def textstream(stack: Stack, *args: str, stdin: bytes = b"", password: str = PASSWORD,
                timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "worker", *args], cwd=REPO, input=stdin, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "commands", *args], cwd=REPO, input=stdin, capture_output=True,
                           env=stack.env(**sasl_env(password)), timeout=timeout)
 
 
@@ -112,7 +113,7 @@ def test_wrong_password_fails_send_and_tail(sasl_stack: Stack) -> None:
 
 def test_plaintext_client_on_the_scram_listener_is_told_what_to_check(sasl_stack: Stack) -> None:
     env = sasl_stack.env()  # no security settings: PLAINTEXT
-    proc = subprocess.run([sys.executable, "-m", "worker", "send"], cwd=REPO, input=b"hello\n",
+    proc = subprocess.run([sys.executable, "-m", "commands", "send"], cwd=REPO, input=b"hello\n",
                           capture_output=True, env=env, timeout=60)
     assert proc.returncode == 2
     assert "TEXTSTREAM_SECURITY_PROTOCOL" in proc.stderr.decode()

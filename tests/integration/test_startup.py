@@ -79,7 +79,7 @@ def test_a_slow_model_load_keeps_topics_and_health_up_and_a_reader_started_first
 def test_tail_on_an_empty_broker_waits_for_its_topic_then_prints_what_arrives(stack: Stack) -> None:
     topic = f"{stack.ns}.later"
     tail = subprocess.Popen(
-        [sys.executable, "-m", "worker", "tail", "--topic", topic, "--json", "--max", "3"], cwd=REPO,
+        [sys.executable, "-m", "commands", "tail", "--topic", topic, "--json", "--max", "3"], cwd=REPO,
         env=stack.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     try:

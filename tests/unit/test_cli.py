@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from training.cli import main
+from commands.main import main
 from worker.config import describe
 
 README = Path(__file__).resolve().parents[2] / "README.md"

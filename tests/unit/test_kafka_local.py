@@ -1,4 +1,4 @@
-"""Fast checks of worker.kafka_local that never start Java."""
+"""Fast checks of devkit.kafka_local that never start Java."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from worker import kafka_local
-from worker.kafka_local import BrokerConfig, KafkaLocalError
+from devkit import kafka_local
+from devkit.kafka_local import BrokerConfig, KafkaLocalError
 
 KAFKA_HOME = Path(__file__).resolve().parents[2] / "deploy" / "kafka"
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from worker import kafka_local
-from worker.kafka_local import BrokerConfig, KafkaLocalError
+from devkit import kafka_local
+from devkit.kafka_local import BrokerConfig, KafkaLocalError
 
 KAFKA_HOME = Path(__file__).resolve().parents[2] / "deploy" / "kafka"
 

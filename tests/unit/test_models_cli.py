@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from tests.factories import copy_registry
-from training.cli import main
+from commands.main import main
 from worker import registry
 
 

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import orjson
 
-from worker import client, config, kafka_local, registry, topics
+from devkit import kafka_local
+from devkit.kafka_local import free_port
+from worker import client, config, registry, topics
 from worker.client import Record, snippet
-from worker.kafka_local import free_port
 from worker.errors import RegistryError
 from worker.topics import label_topic
 
@@ -86,7 +87,7 @@ def start_worker(model_dir: Path, log_path: Path, web_port: int) -> subprocess.P
                TEXTSTREAM_WEB_HOST="127.0.0.1")
     logger.info("starting worker (log: %s)", log_path)
     with log_path.open("wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "worker", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen([sys.executable, "-m", "commands", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def stop_worker(proc: subprocess.Popen[bytes]) -> None:
@@ -172,9 +173,10 @@ def print_tables(labeled: list[Record], dead: list[Record], label_prefix: str, o
              f"{snippet(repr(raw[:60])[2:-1], 50)}")
 
 
-def run_demo(model_dir: Path, data_dir: Path) -> int:
+def run_demo(model_dir: Path | None, data_dir: Path) -> int:
     started = time.perf_counter()
-    settings = config.load_settings(model_dir=model_dir)
+    settings = config.load_settings(**({} if model_dir is None else {"model_dir": model_dir}))
+    model_dir = settings.model_dir
     cfg = kafka_local.config_from_env()
     demo_cfg = kafka_local.BrokerConfig(home=cfg.home, run_dir=cfg.home / "run-demo", host=cfg.host,
                                         port=cfg.port, controller_port=cfg.controller_port)

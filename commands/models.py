@@ -4,7 +4,6 @@ shell, and the running workers' view of it."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import urllib.error
@@ -18,9 +17,9 @@ from worker import config, events, registry, security
 from worker.errors import RegistryError, TextstreamError
 
 
-def default_model_dir() -> Path:
-    """TEXTSTREAM_MODEL_DIR, else ./models: the --model-dir default of every command."""
-    return Path(os.environ.get("TEXTSTREAM_MODEL_DIR", "models"))
+def model_dir(args: argparse.Namespace) -> Path:
+    """--model-dir, else TEXTSTREAM_MODEL_DIR (the worker's setting), else ./models."""
+    return Path(args.model_dir) if args.model_dir is not None else config.load_settings().model_dir
 
 
 def _json(value: Any) -> None:
@@ -129,7 +128,7 @@ def status_table(rows: list[dict[str, Any]]) -> str:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    root: Path = args.model_dir
+    root = args.model_dir = model_dir(args)
     action = args.action
     if action == "status":
         urls = args.worker or [f"http://127.0.0.1:{config.load_settings().web_port}"]
@@ -183,7 +182,7 @@ def _report(args: argparse.Namespace, payload: dict[str, Any], text: str) -> Non
     _json(payload) if args.json else print(text)
 
 
-def add_parser(sub: Any) -> None:
+def add_parsers(sub: Any) -> None:
     p = sub.add_parser(
         "models", help="list, inspect, pin, roll back and prune model versions; see what workers serve",
         description="Operate the model registry. Workers serve the pinned version if any, else the highest. "
@@ -194,8 +193,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("action", choices=["list", "show", "pin", "unpin", "rollback", "prune", "status"])
     p.add_argument("version", nargs="?", type=int, help="for show (default: the served version) and pin")
-    p.add_argument("--model-dir", type=Path, default=default_model_dir(),
-                   help="model registry (default: TEXTSTREAM_MODEL_DIR or ./models)")
+    p.add_argument("--model-dir", type=Path, help="model registry (default: TEXTSTREAM_MODEL_DIR or ./models)")
     p.add_argument("--keep", type=int, default=3, help="prune: how many of the newest versions to keep (default 3)")
     p.add_argument("--dry-run", action="store_true", help="prune: only say what would be removed")
     p.add_argument("--worker", action="append", metavar="URL",

@@ -1,20 +1,15 @@
-"""The `textstream` console entry point: the worker commands plus `train`, `models` and `demo`."""
+"""`textstream train`: train a classifier and a clusterer, gate them, publish a model version."""
 
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from pathlib import Path
+from typing import Any
 
-from training import registry_cli
+from commands import models
 from training.config import ClassifierConfig, ClustererConfig, TrainConfig
-from worker import cli as worker_cli
 from worker import logs
 
-logger = logging.getLogger(__name__)
-
-REPO_DATA = Path(__file__).resolve().parents[1] / "data"
 EXIT_GATE_REFUSED = 3
 
 
@@ -40,6 +35,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     logs.setup("INFO")
     from training.train import train
 
+    args.model_dir = models.model_dir(args)
     result = train([Path(p) for p in args.data], args.model_dir, train_config(args),
                    eval_paths=[Path(p) for p in args.eval_data] if args.eval_data else None)
     m, weights = result.metrics, result.details.get("branch_weights") or {}
@@ -52,17 +48,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.version is None:
         print(f"not published; took {result.seconds:.0f}s ({took})")
         return EXIT_GATE_REFUSED
-    registry_cli.announce(args, {"event": "published", "version": result.version})
+    models.announce(args, {"event": "published", "version": result.version})
     print(f"published version {result.version} to {args.model_dir} in {result.seconds:.0f}s ({took}); "
           f"report: {args.model_dir / str(result.version) / 'report' / 'report.md'}")
     return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    logs.setup("INFO")
-    from training.demo import run_demo
-
-    return run_demo(args.model_dir, REPO_DATA)
 
 
 class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
@@ -74,7 +63,7 @@ class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
         return str(super()._get_help_string(action))
 
 
-def _add_train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parsers(sub: Any) -> None:
     c, k = ClassifierConfig, ClustererConfig
     p = sub.add_parser(
         "train", help="train a classifier and clusterer and publish a new model version",
@@ -89,8 +78,7 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     g.add_argument("--data", nargs="+", required=True, metavar="PATH", help="training files or directories")
     g.add_argument("--eval-data", nargs="+", metavar="PATH",
                    help="evaluation files; default: hold out --test-size of the training data")
-    g.add_argument("--model-dir", type=Path, default=registry_cli.default_model_dir(),
-                   help="model registry (TEXTSTREAM_MODEL_DIR or ./models)")
+    g.add_argument("--model-dir", type=Path, help="model registry (default: TEXTSTREAM_MODEL_DIR or ./models)")
     g.add_argument("--text-field", default="text", help="JSON field / CSV column with the text")
     g.add_argument("--label-field", default="label", help="JSON field / CSV column with the label")
     g.add_argument("--bad-rows", choices=["skip", "fail"], default="skip",
@@ -138,28 +126,3 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     g.add_argument("--no-announce", dest="announce", action="store_false",
                    help="do not announce the new version on TEXTSTREAM_MODELS_TOPIC (workers still find it by polling)")
     p.set_defaults(func=cmd_train)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = worker_cli.build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    _add_train_parser(sub)
-    registry_cli.add_parser(sub)
-
-    p = sub.add_parser("demo", help="start Kafka, train if needed, run a worker, send samples, show results",
-                       description="End-to-end demo on this machine: starts a fresh local broker, trains on the "
-                                   "bundled BBC News + SMS Spam data if the registry is empty, runs a worker, "
-                                   "sends news and SMS texts plus malformed records, prints what came out, "
-                                   "then stops everything.")
-    p.add_argument("--model-dir", type=Path, default=registry_cli.default_model_dir(),
-                   help="model registry (default: TEXTSTREAM_MODEL_DIR or ./models)")
-    p.set_defaults(func=cmd_demo)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    return worker_cli.run(build_parser(), argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

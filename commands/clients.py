@@ -1,0 +1,69 @@
+"""`textstream send` and `textstream tail`: put texts on the input topic, follow the outputs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from worker import config, logs
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    logs.setup("WARNING")
+    settings = config.load_settings()
+    from worker import client, security, topics
+
+    access = security.from_settings(settings)
+    topic = args.topic or settings.input_topic
+    asyncio.run(topics.ensure_topics(settings.bootstrap_servers, [topic], settings.topic_partitions,
+                                     security=access))
+    if args.file in (None, "-"):
+        values = client.read_lines(sys.stdin.buffer)
+        n = asyncio.run(client.send_values(settings.bootstrap_servers, topic, values, key_field=args.key_field,
+                                           security=access))
+    else:
+        with Path(args.file).open("rb") as fh:
+            n = asyncio.run(client.send_values(settings.bootstrap_servers, topic, client.read_lines(fh),
+                                               key_field=args.key_field, security=access))
+    print(f"sent {n} records to {topic}", file=sys.stderr)
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    logs.setup("WARNING")
+    settings = config.load_settings()
+    from worker import client, security
+
+    topics = args.topic or [settings.dlq_topic if args.dlq else settings.output_topic]
+    try:
+        asyncio.run(client.tail(settings.bootstrap_servers, topics, as_json=args.json,
+                                from_beginning=not args.latest, idle_timeout=args.idle_timeout,
+                                max_records=args.max, security=security.from_settings(settings)))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("send", help="send texts to the input topic, one record per line",
+                       description="Each non-empty line becomes one record, bytes unchanged: a JSON object "
+                                   "with 'text' (and optional 'id' and other fields) or plain text.")
+    p.add_argument("file", nargs="?", help="a .jsonl or text file; '-' or nothing reads stdin")
+    p.add_argument("--topic", help="default: TEXTSTREAM_INPUT_TOPIC")
+    p.add_argument("--key-field", default="id",
+                   help="JSON field whose string value becomes the record key (default: id; '' for none)")
+    p.set_defaults(func=cmd_send)
+
+    p = sub.add_parser("tail", help="follow the output (or dead-letter) topic",
+                       description="Prints the records of the output topic (or others) as they arrive. A topic "
+                                   "that does not exist yet is waited for, as kafka-console-consumer does.")
+    p.add_argument("--dlq", action="store_true", help="follow TEXTSTREAM_DLQ_TOPIC instead of the output topic")
+    p.add_argument("--topic", action="append", help="topic to follow (repeatable); overrides --dlq")
+    p.add_argument("--json", action="store_true", help="one JSON object per line, for scripts")
+    p.add_argument("--latest", action="store_true", help="only records arriving from now on")
+    p.add_argument("--max", type=int, help="stop after this many records")
+    p.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a record")
+    p.set_defaults(func=cmd_tail)

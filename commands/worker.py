@@ -1,0 +1,53 @@
+"""`textstream worker`: run one worker of the consumer group TEXTSTREAM_APP_ID."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from typing import Any
+
+from worker import config, logs
+
+logger = logging.getLogger(__name__)
+
+
+def settings_epilog() -> str:
+    rows = config.describe()
+    width = max(len(name) for name, _, _ in rows)
+    lines = [f"  {name:<{width}}  {desc} (default: {default})" for name, default, desc in rows]
+    return "environment variables:\n" + "\n".join(lines)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    settings = config.load_settings()
+    logs.setup(settings.log_level, settings.log_format)
+    from worker import registry, security, topics
+
+    version = registry.serving_version(settings.model_dir)  # fails fast on an empty registry
+    access = security.from_settings(settings)  # fails fast on unreadable certificates
+    # Also the start-up check of the broker, the credentials and TLS: wrong ones stop here with a
+    # message instead of Faust retrying for ever.
+    created = asyncio.run(topics.ensure_topics(
+        settings.bootstrap_servers, [settings.input_topic, settings.output_topic, settings.dlq_topic],
+        settings.topic_partitions, security=access,
+    ))
+    logger.info(
+        "worker app_id=%s broker=%s security=%s input=%s output=%s dlq=%s registry=%s version=%d batch_size=%d "
+        "batch_max_wait=%.3fs web=%s:%d created_topics=%s",
+        settings.app_id, settings.bootstrap_servers, access.describe(), settings.input_topic, settings.output_topic,
+        settings.dlq_topic, settings.model_dir, version, settings.batch_size, settings.batch_max_wait,
+        settings.web_host, settings.web_port, ",".join(created) or "none",
+    )
+    # Faust, not TensorFlow: the web pages answer and the topics exist before the model loads.
+    from worker import app
+    from worker.serving import Serving
+
+    app.run(settings, Serving(settings.model_dir))
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("worker", help="run a worker (joins the consumer group TEXTSTREAM_APP_ID)",
+                       epilog=settings_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=cmd_worker)
