@@ -31,17 +31,10 @@ def tiny_bundle(tiny_registry: Path):  # type: ignore[no-untyped-def]
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One real Kafka broker for the session (fresh data, free ports), shared by tests/integration and
     tests/faults; if it cannot start, the tests error out: a missing broker is a failure, never a skip."""
-    from tests.factories import free_ports
-    from devkit import kafka_local
+    from devkit.stack import local_broker
 
-    port, controller = free_ports(2)
-    cfg = kafka_local.BrokerConfig(run_dir=tmp_path_factory.mktemp("kafka"), port=port, controller_port=controller)
-    kafka_local.assemble(cfg)
-    kafka_local.start(cfg, fresh=True)
-    try:
-        yield kafka_local.bootstrap(cfg)
-    finally:
-        kafka_local.stop(cfg)
+    with local_broker(tmp_path_factory.mktemp("kafka")) as running:
+        yield running.bootstrap
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 from pathlib import Path
 
 import orjson
@@ -43,15 +42,3 @@ def malformed(limit: int) -> dict[str, list[bytes]]:
         "empty_text": [orjson.dumps({"id": f"et-{i}", "text": " \n\t" * (i + 1)}) for i in range(10)],
         "too_large": [orjson.dumps({"id": f"tl-{i}", "text": "x" * (limit + i)}) for i in range(10)],
     }
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports free on 127.0.0.1 right now (all sockets held together so they differ)."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.factories import free_ports
+from devkit.stack import free_ports
 from tests.integration.conftest import Stack, running_broker, stack, stack_on  # noqa: F401  (`stack`: the fixture, re-exported for tests/faults)
 from devkit import kafka_local
 

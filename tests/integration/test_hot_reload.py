@@ -12,7 +12,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.factories import copy_registry, free_ports
+from devkit.stack import free_ports
+from tests.factories import copy_registry
 from tests.integration.conftest import Stack, Worker, wait_until
 from worker import events, registry
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from tests.factories import free_ports
+from devkit.stack import free_ports
 from devkit import kafka_local
 from devkit.kafka_local import BrokerConfig
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.factories import free_ports
+from devkit.stack import free_ports
 from tests.integration.conftest import Stack, wait_until
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.factories import free_ports
+from devkit.stack import free_ports
 from tests.integration.conftest import REPO, Stack, running_broker, stack_on
 from tests.pki import KEY_PASSWORD, make_pki
 from devkit import kafka_local

@@ -238,7 +238,7 @@ def test_refused_login_names_user_mechanism_and_variables() -> None:
 
 
 def test_unreachable_broker_is_not_called_an_authentication_problem() -> None:
-    from tests.factories import free_ports
+    from devkit.stack import free_ports
 
     port = free_ports(1)[0]  # nothing listens there
     access = ClientSecurity("SASL_PLAINTEXT", "SCRAM-SHA-512", "alice", "pw")
