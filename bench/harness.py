@@ -1,6 +1,6 @@
-"""What the benchmarks share: a local broker on free ports, worker processes in their own topic
-namespace, a producer of texts, and percentiles. Benchmarks run the real worker (`python -m commands
-worker`) exactly as an operator would; nothing here is a test double.
+"""What the benchmarks share beyond devkit/stack.py (broker, namespaces, worker processes): the bundled
+texts, a producer of texts, a collector of outputs, and percentiles. Benchmarks run the real worker
+(`python -m commands worker`) exactly as an operator would; nothing here is a test double.
 """
 
 from __future__ import annotations
@@ -27,10 +27,7 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from devkit import kafka_local
-
-REPO = Path(__file__).resolve().parents[1]
-
+from devkit.stack import REPO, Namespace, WorkerProcess
 
 def texts(*names: str, seed: int = 1) -> list[str]:
     """Texts of bundled corpora (data/NAME.jsonl.gz), shuffled together."""
@@ -48,112 +45,14 @@ def copy_version(source: Path, registry_dir: Path) -> None:
     shutil.copytree(source / str(version), registry_dir / str(version))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def pct(values: list[float], q: float) -> float:
     """Percentile q of `values` (seconds) in milliseconds."""
     return float(np.percentile(values, q)) * 1000 if values else float("nan")
 
 
-def http_json(port: int, path: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-        return dict(json.loads(resp.read()))
-
-
-def http_text(port: int, path: str) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-        return str(resp.read().decode())
-
-
-@dataclass
-class Broker:
-    """A real single-node Kafka on free ports, in `work`/kafka, stopped by `stop()`."""
-
-    work: Path
-    cfg: kafka_local.BrokerConfig = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.cfg = kafka_local.BrokerConfig(run_dir=self.work / "kafka", port=free_port(), controller_port=free_port())
-        kafka_local.assemble(self.cfg)
-        kafka_local.start(self.cfg, fresh=True)
-
-    @property
-    def bootstrap(self) -> str:
-        return kafka_local.bootstrap(self.cfg)
-
-    @property
-    def pid(self) -> int | None:
-        return int(self.cfg.pid_file.read_text()) if self.cfg.pid_file.exists() else None
-
-    def stop(self) -> None:
-        kafka_local.stop(self.cfg)
-
-
-@dataclass
-class Namespace:
-    """One app id and its topics, so runs never see each other's records."""
-
-    bootstrap: str
-    registry: Path
-    name: str = field(default_factory=lambda: f"bench{uuid.uuid4().hex[:6]}")
-
-    @property
-    def input(self) -> str:
-        return f"{self.name}.raw"
-
-    @property
-    def output(self) -> str:
-        return f"{self.name}.labeled"
-
-    def env(self, web_port: int, **extra: str) -> dict[str, str]:
-        ns = self.name
-        return dict(os.environ, TEXTSTREAM_BROKER=self.bootstrap, TEXTSTREAM_MODEL_DIR=str(self.registry),
-                    TEXTSTREAM_APP_ID=ns, TEXTSTREAM_INPUT_TOPIC=self.input, TEXTSTREAM_OUTPUT_TOPIC=self.output,
-                    TEXTSTREAM_DLQ_TOPIC=f"{ns}.dlq", TEXTSTREAM_LABEL_TOPIC_PREFIX=f"{ns}.label.",
-                    TEXTSTREAM_MODELS_TOPIC=f"{ns}.models", TEXTSTREAM_WEB_PORT=str(web_port),
-                    TEXTSTREAM_RELOAD_INTERVAL="3600", TF_CPP_MIN_LOG_LEVEL="2", **extra)
-
-
-class Worker:
-    """`python -m commands worker` in a namespace; its log goes to `log`."""
-
-    def __init__(self, ns: Namespace, log: Path, **env: str) -> None:
-        self.port = free_port()
-        self.log = log
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "commands", "worker"], cwd=REPO,
-                                         env=ns.env(self.port, **env), stdout=out, stderr=subprocess.STDOUT)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def status(self) -> dict[str, Any]:
-        return http_json(self.port, "/status")
-
-    def wait_ready(self, timeout: float = 180) -> None:
-        deadline = time.time() + timeout
-        while True:
-            try:
-                if self.status()["ready"]:
-                    return
-            except OSError:
-                pass
-            if time.time() > deadline or self.proc.poll() is not None:
-                raise SystemExit(f"worker did not become ready; log: {self.log}")
-            time.sleep(0.3)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+def bench_worker(bootstrap: str, ns: Namespace, registry_dir: Path, log: Path, **env: str) -> WorkerProcess:
+    """A worker in `ns` serving `registry_dir`; registry polls off (benchmarks announce their versions)."""
+    return WorkerProcess(ns.env(bootstrap, registry_dir, TEXTSTREAM_RELOAD_INTERVAL="3600", **env), log)
 
 
 async def produce(bootstrap: str, topic: str, items: list[tuple[str, str]], sent: dict[str, float],

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import orjson
 
-from harness import REPO, Broker, Namespace, Worker, copy_version, pct, produce, texts
+from devkit.stack import Broker, Namespace, WorkerProcess
+from harness import REPO, bench_worker, copy_version, pct, produce, texts
 
 from worker import client, events, registry, topics
 
@@ -62,31 +63,31 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "commands", "train", "--data",
                         str(REPO / "data" / "bbc_news_train.jsonl.gz"), "--model-dir", str(reg)], check=True, cwd=REPO)
 
-    broker = Broker(work)
+    broker = Broker.start(work / "kafka")
     bootstrap = broker.bootstrap
-    ns = Namespace(bootstrap, reg)
+    ns = Namespace.fresh("bench")
     items = [(f"r{i}", TEXTS[i % len(TEXTS)]) for i in range(int(args.rate * args.seconds))]
-    worker: Worker | None = None
+    worker: WorkerProcess | None = None
     try:
-        asyncio.run(topics.ensure_topics(bootstrap, [ns.input], 4))
-        worker = Worker(ns, work / "worker.log")
+        asyncio.run(topics.ensure_topics(bootstrap, [ns.raw], 4))
+        worker = bench_worker(bootstrap, ns, reg, work / "worker.log")
         worker.wait_ready()
         sent: dict[str, float] = {}
         swap: dict[str, float] = {}
 
-        async def run(worker: Worker) -> None:
-            stream = asyncio.create_task(produce(bootstrap, ns.input, items, sent, rate=args.rate))
+        async def run(worker: WorkerProcess) -> None:
+            stream = asyncio.create_task(produce(bootstrap, ns.raw, items, sent, rate=args.rate))
             await asyncio.sleep(args.seconds / 2)
             swap["published"] = time.time()
             v2 = await asyncio.to_thread(republish, reg)
-            await events.announce(bootstrap, f"{ns.name}.models", {"event": "published", "version": v2})
+            await events.announce(bootstrap, ns.models, {"event": "published", "version": v2})
             while (await asyncio.to_thread(worker.status))["model_version"] != v2:
                 await asyncio.sleep(0.05)
             swap["served"] = time.time()
             await stream
 
         asyncio.run(run(worker))
-        records = asyncio.run(_collect(bootstrap, ns.output, len(sent)))
+        records = asyncio.run(_collect(bootstrap, ns.labeled, len(sent)))
     finally:
         if worker is not None:
             worker.stop()

@@ -33,7 +33,8 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from harness import Broker, Namespace, Worker, copy_version, http_json, texts
+from devkit.stack import Broker, Namespace, WorkerProcess, http_get
+from harness import bench_worker, copy_version, texts
 from throughput import CORPORA, model_registry
 
 from worker import client, topics
@@ -101,7 +102,7 @@ def sample(port: int, pid: int, samples: list[dict[str, float]], t0: float, stop
     while not stop.wait(every):
         row: dict[str, float] = {"t": round(time.monotonic() - t0, 1), "rss": float(rss_bytes(pid))}
         try:
-            status = http_json(port, "/status")
+            status = http_get(port, "/status")[1]
             row["lag"] = float(sum(int(v) for v in dict(status.get("lag") or {}).values()))
             row["ready"] = 1.0 if status.get("ready") else 0.0
         except OSError:
@@ -158,17 +159,17 @@ def main() -> int:
     reg = work / "registry"
     copy_version(args.model_dir or model_registry(None), reg)
 
-    broker = Broker(work)
+    broker = Broker.start(work / "kafka")
     bootstrap = broker.bootstrap
-    ns = Namespace(bootstrap, reg, name=f"soak{uuid.uuid4().hex[:6]}")
-    raw, labeled, dlq = ns.input, ns.output, f"{ns.name}.dlq"
+    ns = Namespace.fresh("soak")
+    raw, labeled, dlq = ns.raw, ns.labeled, ns.dlq
     samples: list[dict[str, float]] = []
     progress = {"sent": 0}
     stop = threading.Event()
-    worker: Worker | None = None
+    worker: WorkerProcess | None = None
     try:
         asyncio.run(topics.ensure_topics(bootstrap, [raw, labeled, dlq], 4))
-        worker = Worker(ns, work / "worker.log")
+        worker = bench_worker(bootstrap, ns, reg, work / "worker.log")
         worker.wait_ready()
 
         print(f"soak: {rate:.0f} records/s ({rate_source}) for {args.duration:.0f} s; worker pid {worker.pid}, "

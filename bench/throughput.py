@@ -39,7 +39,8 @@ from typing import Any
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from harness import REPO, Broker, Collector, Namespace, Worker, http_text, pct, produce, texts
+from devkit.stack import Broker, Namespace, WorkerProcess, http_get
+from harness import REPO, Collector, bench_worker, pct, produce, texts
 
 from worker import bundle as bundle_mod
 from worker import config, registry, topics
@@ -117,7 +118,7 @@ def metric_sums(port: int) -> dict[str, float]:
     wanted = ("textstream_inference_seconds_sum", "textstream_inference_seconds_count",
               "textstream_batch_size_sum", "textstream_batch_size_count")
     out = {}
-    for line in http_text(port, "/metrics").splitlines():
+    for line in str(http_get(port, "/metrics")[1]).splitlines():
         name, _, value = line.partition(" ")
         if name in wanted:
             out[name] = float(value)
@@ -207,10 +208,10 @@ def summarize_profile(raw: Path, top: int = 10) -> list[str]:
 
 async def burst(bootstrap: str, ns: Namespace, items: list[tuple[str, str]], timeout: float = 600) -> dict[str, Any]:
     """Produce `items` as fast as possible; records/s first input -> last output, and latencies."""
-    collector = Collector(bootstrap, ns.output)
+    collector = Collector(bootstrap, ns.labeled)
     sent: dict[str, float] = {}
     try:
-        await produce(bootstrap, ns.input, items, sent)
+        await produce(bootstrap, ns.raw, items, sent)
         ids = [rid for rid, _ in items]
         if not await collector.wait_for(ids, timeout):
             missing = sum(1 for i in ids if i not in collector.seen)
@@ -225,10 +226,10 @@ async def burst(bootstrap: str, ns: Namespace, items: list[tuple[str, str]], tim
 
 async def steady(bootstrap: str, ns: Namespace, items: list[tuple[str, str]], rate: float) -> dict[str, Any]:
     """(d) produce at `rate`; latency percentiles after a 3 s warm-up."""
-    collector = Collector(bootstrap, ns.output)
+    collector = Collector(bootstrap, ns.labeled)
     sent: dict[str, float] = {}
     try:
-        await produce(bootstrap, ns.input, items, sent, rate=rate)
+        await produce(bootstrap, ns.raw, items, sent, rate=rate)
         ids = [rid for rid, _ in items]
         if not await collector.wait_for(ids, 120):
             raise SystemExit("records missing at 50 % load")
@@ -240,7 +241,7 @@ async def steady(bootstrap: str, ns: Namespace, items: list[tuple[str, str]], ra
         await collector.close()
 
 
-def wait_balanced(workers: list[Worker], partitions: int, timeout: float = 120) -> None:
+def wait_balanced(workers: list[WorkerProcess], partitions: int, timeout: float = 120) -> None:
     """Until every worker is ready and together they own every input partition once."""
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -256,12 +257,12 @@ def wait_balanced(workers: list[Worker], partitions: int, timeout: float = 120) 
     raise SystemExit("the workers did not share the partitions in time")
 
 
-def two_workers(bootstrap: str, ns: Namespace, workers: list[Worker], partitions: int, log: Path,
+def two_workers(bootstrap: str, ns: Namespace, reg: Path, workers: list[WorkerProcess], partitions: int, log: Path,
                 env: dict[str, str], items: list[tuple[str, str]]) -> dict[str, Any]:
     """Bring `workers` up to two (new ones with `env`, logging to `log`), share the partitions, warm up,
     then one burst."""
     while len(workers) < 2:
-        workers.append(Worker(ns, log, **env))
+        workers.append(bench_worker(bootstrap, ns, reg, log, **env))
         workers[-1].wait_ready()
     wait_balanced(workers, partitions)
     asyncio.run(burst(bootstrap, ns, [(f"warm-{rid}", text) for rid, text in items[:1000]]))
@@ -283,11 +284,11 @@ def main() -> int:
     folder = reg / str(registry.serving_version(reg))
     corpus = texts(*CORPORA)
     work = Path(tempfile.mkdtemp(prefix="textstream-bench-throughput-"))
-    broker = Broker(work)
+    broker = Broker.start(work / "kafka")
     bootstrap = broker.bootstrap
     results: dict[str, Any] = {"batch_size": bs, "batch_max_wait": settings.batch_max_wait,
                                "records": args.records, "corpora": CORPORA, "model": str(folder)}
-    workers: list[Worker] = []
+    workers: list[WorkerProcess] = []
     try:
         bundle_mod.configure_threads(settings)
         model = bundle_mod.load(folder)
@@ -299,9 +300,9 @@ def main() -> int:
         results["c_naive"] = asyncio.run(naive(bootstrap, folder, corpus, args.naive_records))
         print(f"(c) naive: {results['c_naive']:.1f} docs/s", flush=True)
 
-        ns = Namespace(bootstrap, reg)
-        asyncio.run(topics.ensure_topics(bootstrap, [ns.input], settings.topic_partitions))
-        workers.append(Worker(ns, work / "worker1.log"))
+        ns = Namespace.fresh("bench")
+        asyncio.run(topics.ensure_topics(bootstrap, [ns.raw], settings.topic_partitions))
+        workers.append(bench_worker(bootstrap, ns, reg, work / "worker1.log"))
         workers[0].wait_ready()
         wait_balanced(workers, settings.topic_partitions)
 
@@ -331,7 +332,7 @@ def main() -> int:
         d = results["d_half_load"]
         print(f"(d) at {half:.0f}/s: p50 {d['p50_ms']:.0f} p95 {d['p95_ms']:.0f} p99 {d['p99_ms']:.0f} ms", flush=True)
 
-        results["e_default_threads"] = two_workers(bootstrap, ns, workers, settings.topic_partitions,
+        results["e_default_threads"] = two_workers(bootstrap, ns, reg, workers, settings.topic_partitions,
                                                    work / "default-threads.log", {}, batch_of("x", args.records))
         print(f"(e') two workers, default threads: {results['e_default_threads']['rate']:.0f} records/s", flush=True)
         for w in workers:
@@ -340,7 +341,7 @@ def main() -> int:
         split = {"TEXTSTREAM_INTER_OP_THREADS": threads, "TEXTSTREAM_INTRA_OP_THREADS": threads}
         workers[:] = []
         results["e_threads_per_worker"] = threads
-        results["e_two_workers"] = two_workers(bootstrap, ns, workers, settings.topic_partitions,
+        results["e_two_workers"] = two_workers(bootstrap, ns, reg, workers, settings.topic_partitions,
                                                work / "split-threads.log", split, batch_of("e", args.records))
         print(f"(e) two workers, {threads} TensorFlow threads each: {results['e_two_workers']['rate']:.0f} records/s",
               flush=True)

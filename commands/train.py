@@ -3,32 +3,51 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
+
+from pydantic import BaseModel
 
 from commands import models
+from training import config
 from training.config import ClassifierConfig, ClustererConfig, TrainConfig
 from worker import logs
 
 EXIT_GATE_REFUSED = 3
 
 
+# (part of TrainConfig, settings class): the flags of each come from its fields (training/config.py).
+PARTS: tuple[tuple[str, type[BaseModel]], ...] = (("", TrainConfig), ("classifier", ClassifierConfig),
+                                                  ("clusterer", ClustererConfig))
+
+
+def setting_flags() -> Iterator[tuple[str, str, str, dict[str, Any]]]:
+    """(group, flag, dest, add_argument keywords) of every setting that has a flag."""
+    for part, cls in PARTS:
+        for name, info in cls.model_fields.items():
+            extra = info.json_schema_extra
+            if not isinstance(extra, dict) or "flag" not in extra:
+                continue
+            kwargs: dict[str, Any] = {"dest": f"{part}.{name}" if part else name, "default": info.default,
+                                      "help": info.description, "metavar": name.upper()}
+            kind = info.annotation
+            if kind is bool:
+                del kwargs["metavar"]
+                kwargs["action"] = argparse.BooleanOptionalAction if info.default else "store_true"
+            elif get_origin(kind) is Literal:
+                kwargs["choices"], kwargs["metavar"] = get_args(kind), None
+            else:
+                kwargs["type"] = next(t for t in get_args(kind) if t is not type(None)) if get_args(kind) else kind
+            yield str(extra["group"]), str(extra["flag"]), kwargs["dest"], kwargs
+
+
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(
-        classifier=ClassifierConfig(
-            vocab_size=args.vocab_size, sequence_length=args.sequence_length, head_fraction=args.head_fraction,
-            embedding_dim=args.embedding_dim, lstm_units=args.lstm_units, bidirectional=args.bidirectional,
-            dropout=args.dropout, ngram_vocab=args.ngram_vocab, ngrams=args.ngrams, wide_c=args.svm_c, epochs=args.epochs,
-            patience=args.patience, batch_size=args.batch_size, learning_rate=args.learning_rate,
-            validation_fraction=args.validation_fraction, class_weight=args.class_weight,
-        ),
-        clusterer=ClustererConfig(
-            n_clusters=args.n_clusters, vocab_size=args.cluster_vocab, latent_dim=args.latent_dim,
-            ae_epochs=args.ae_epochs, dec_iterations=args.dec_iterations, dec_balance=args.dec_balance,
-        ),
-        test_size=args.test_size, seed=args.seed, max_rows=args.max_rows, text_field=args.text_field,
-        label_field=args.label_field, bad_rows=args.bad_rows, gate_tolerance=args.gate_tolerance, force=args.force,
-    )
+    values: dict[str, dict[str, Any]] = {part: {} for part, _ in PARTS}
+    for _, _, dest, _ in setting_flags():
+        part, _, name = dest.rpartition(".")
+        values[part][name] = getattr(args, dest)
+    return config.build(values["classifier"], values["clusterer"], **values[""])
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -64,7 +83,6 @@ class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def add_parsers(sub: Any) -> None:
-    c, k = ClassifierConfig, ClustererConfig
     p = sub.add_parser(
         "train", help="train a classifier and clusterer and publish a new model version",
         description="Reads JSONL or CSV files (optionally .gz) with a text and a label per row, or directories "
@@ -74,55 +92,15 @@ def add_parsers(sub: Any) -> None:
                     f"next version if the quality gate agrees (exit status {EXIT_GATE_REFUSED} if it does not).",
         formatter_class=_Defaults,
     )
-    g = p.add_argument_group("data")
+    groups = {name: p.add_argument_group(name) for name in ("data", "classifier", "clusterer", "quality gate")}
+    g = groups["data"]
     g.add_argument("--data", nargs="+", required=True, metavar="PATH", help="training files or directories")
     g.add_argument("--eval-data", nargs="+", metavar="PATH",
                    help="evaluation files; default: hold out --test-size of the training data")
     g.add_argument("--model-dir", type=Path, help="model registry (default: TEXTSTREAM_MODEL_DIR or ./models)")
-    g.add_argument("--text-field", default="text", help="JSON field / CSV column with the text")
-    g.add_argument("--label-field", default="label", help="JSON field / CSV column with the label")
-    g.add_argument("--bad-rows", choices=["skip", "fail"], default="skip",
-                   help="unreadable rows: skip them (reported with line numbers) or fail")
-    g.add_argument("--test-size", type=float, default=0.15, help="share held out for evaluation")
-    g.add_argument("--max-rows", type=int, help="train on a stratified sample of this many rows")
-    g.add_argument("--seed", type=int, default=42, help="for splits, initial weights and k-means")
-
-    g = p.add_argument_group("classifier")
-    g.add_argument("--epochs", type=int, default=c.epochs, help="most LSTM epochs (early stopping on validation loss)")
-    g.add_argument("--patience", type=int, default=c.patience, help="epochs without validation improvement")
-    g.add_argument("--batch-size", type=int, default=c.batch_size, help="LSTM batch size")
-    g.add_argument("--learning-rate", type=float, default=c.learning_rate, help="LSTM branch")
-    g.add_argument("--validation-fraction", type=float, default=c.validation_fraction,
-                   help="of the training texts, for early stopping and weighing the branches")
-    g.add_argument("--vocab-size", type=int, default=c.vocab_size, help="LSTM vocabulary")
-    g.add_argument("--sequence-length", type=int, default=c.sequence_length, help="tokens per text for the LSTM")
-    g.add_argument("--head-fraction", type=float, default=c.head_fraction,
-                   help="of a long text's tokens taken from its start (the rest from its end)")
-    g.add_argument("--embedding-dim", type=int, default=c.embedding_dim, help="token embedding size")
-    g.add_argument("--lstm-units", type=int, default=c.lstm_units, help="LSTM units per direction")
-    g.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=c.bidirectional,
-                   help="read each text in both directions")
-    g.add_argument("--dropout", type=float, default=c.dropout, help="on the pooled LSTM states")
-    g.add_argument("--ngram-vocab", type=int, default=c.ngram_vocab, help="n-gram (linear SVM) branch size; 0: LSTM only")
-    g.add_argument("--ngrams", type=int, default=c.ngrams,
-                   help="n-gram order; 0: 2 (words), or 3 (characters) for CJK text")
-    g.add_argument("--svm-c", type=float, default=c.wide_c, help="C of the n-gram branch's linear SVM")
-    g.add_argument("--class-weight", choices=["auto", "balanced", "none"], default=c.class_weight,
-                   help="LSTM class weights; auto: balanced when the largest class is 3x the smallest")
-
-    g = p.add_argument_group("clusterer")
-    g.add_argument("--n-clusters", type=int, help="default: the number of labels")
-    g.add_argument("--cluster-vocab", type=int, default=k.vocab_size, help="TF-IDF terms")
-    g.add_argument("--latent-dim", type=int, default=k.latent_dim, help="embedding size")
-    g.add_argument("--ae-epochs", type=int, default=k.ae_epochs, help="autoencoder fine-tuning epochs")
-    g.add_argument("--dec-iterations", type=int, default=k.dec_iterations, help="DEC target updates (0: k-means only)")
-    g.add_argument("--dec-balance", type=float, default=k.dec_balance,
-                   help="DEC's pull towards equal-size clusters (1: original DEC, 0: none)")
-
-    g = p.add_argument_group("quality gate")
-    g.add_argument("--gate-tolerance", type=float, default=0.01,
-                   help="publish only if macro-F1 >= the served version's (on the same texts) minus this")
-    g.add_argument("--force", action="store_true", help="publish even if the quality gate refuses")
-    g.add_argument("--no-announce", dest="announce", action="store_false",
-                   help="do not announce the new version on TEXTSTREAM_MODELS_TOPIC (workers still find it by polling)")
+    for group, name, _, kwargs in setting_flags():
+        groups[group].add_argument(name, **kwargs)
+    groups["quality gate"].add_argument(
+        "--no-announce", dest="announce", action="store_false",
+        help="do not announce the new version on TEXTSTREAM_MODELS_TOPIC (workers still find it by polling)")
     p.set_defaults(func=cmd_train)

@@ -142,7 +142,7 @@ def train(paths: Sequence[Path], model_dir: Path, cfg: TrainConfig = TrainConfig
         timings["total"] = time.perf_counter() - started
         report.write(folder, report.ReportInput(
             labels=names, classification=cls_eval, clustering=clu_eval, history=history, embeddings=emb,
-            clusters=clusters, y_true=te_y, data=d["summary"], settings=_flat(asdict(cfg)), timings=timings,
+            clusters=clusters, y_true=te_y, data=d["summary"], settings=_flat(cfg.model_dump()), timings=timings,
             branches={"accuracy": branch_accuracy, "weights": details["branch_weights"]},
         ))
         return {
@@ -150,7 +150,7 @@ def train(paths: Sequence[Path], model_dir: Path, cfg: TrainConfig = TrainConfig
             "n_clusters": n_clusters,
             "embedding_dim": int(clu.centroids.shape[1]),
             "data": d["summary"],
-            "config": asdict(cfg),
+            "config": cfg.model_dump(),
             "metrics": metrics,
             "evaluation": details,
             "gate": asdict(decision),

@@ -8,6 +8,7 @@ the variable, instead of failing an hour later inside a batch.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -178,22 +179,28 @@ class SecurityConfigProblems(ValueError):
         self.problems = problems
 
 
+def validation_problems(exc: ValidationError, name_of: Callable[[str], str]) -> list[str]:
+    """One line per invalid field, named the way the user set it (`name_of(field)`: a variable or
+    a flag) with the value given (never a secret's) and what is wrong."""
+    problems: list[str] = []
+    for err in exc.errors():
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, SecurityConfigProblems):
+            problems.extend(f"{name_of(f)}: {why}" for f, why in cause.problems)
+            continue
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        got = "***" if field in SECRET_FIELDS else repr(err.get("input"))
+        msg = err["msg"].removeprefix("Value error, ")
+        problems.append(f"{name_of(field)}={got}: {msg}")
+    return problems
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read and validate the settings; raise ConfigError naming each bad variable."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems: list[str] = []
-        for err in exc.errors():
-            cause = (err.get("ctx") or {}).get("error")
-            if isinstance(cause, SecurityConfigProblems):
-                problems.extend(f"{ENV_PREFIX}{f.upper()}: {why}" for f, why in cause.problems)
-                continue
-            field = str(err["loc"][0]) if err["loc"] else "?"
-            # A secret's value never appears in a message.
-            got = "***" if field in SECRET_FIELDS else repr(err.get("input"))
-            msg = err["msg"].removeprefix("Value error, ")
-            problems.append(f"{ENV_PREFIX}{field.upper()}={got}: {msg}")
+        problems = validation_problems(exc, lambda field: f"{ENV_PREFIX}{field.upper()}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
 
 

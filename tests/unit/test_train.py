@@ -57,8 +57,8 @@ def test_served_predictions_match_the_evaluation(tiny_registry: Path) -> None:
 def test_the_quality_gate_refuses_a_worse_model_unless_forced(tiny_registry: Path, tmp_path: Path) -> None:
     reg = copy_registry(tiny_registry, tmp_path / "r")
     # No n-gram branch, one epoch of a tiny LSTM: clearly worse than version 1 on the same texts.
-    worse = dataclasses.replace(TINY, classifier=dataclasses.replace(TINY.classifier, ngram_vocab=0, epochs=1),
-                                gate_tolerance=0.0)
+    worse = TINY.model_copy(update={"classifier": TINY.classifier.model_copy(update={"ngram_vocab": 0, "epochs": 1}),
+                                    "gate_tolerance": 0.0})
     refused = train([Path(p) for p in registry.read_manifest(reg / "1")["data"]["sources"]], reg, worse)
     assert refused.version is None and not refused.decision.publish
     assert refused.decision.current_version == 1
@@ -66,7 +66,7 @@ def test_the_quality_gate_refuses_a_worse_model_unless_forced(tiny_registry: Pat
     assert "REJECTED" in refused.decision.describe() and registry.versions(reg) == [1]
 
     forced = train([Path(p) for p in registry.read_manifest(reg / "1")["data"]["sources"]], reg,
-                   dataclasses.replace(worse, force=True))
+                   worse.model_copy(update={"force": True}))
     assert forced.version == 2 and registry.versions(reg) == [1, 2]
     gate = registry.read_manifest(reg / "2")["gate"]
     assert gate["forced"] is True and gate["current_version"] == 1 and gate["publish"] is True
