@@ -22,6 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from worker.config import validation_problems
 from worker.errors import TextstreamError
 
 logger = logging.getLogger(__name__)
@@ -42,12 +46,12 @@ class KafkaLocalError(TextstreamError):
 
 
 def _default_home() -> Path:
-    return Path(os.environ.get("TEXTSTREAM_KAFKA_HOME") or _REPO_ROOT / "deploy" / "kafka")
+    return _REPO_ROOT / "deploy" / "kafka"
 
 
 @dataclass(frozen=True)
 class BrokerConfig:
-    home: Path = field(default_factory=_default_home)
+    home: Path = field(default_factory=lambda: local_kafka_home())
     # None means home/"run"; filled in by __post_init__, so it is always a Path afterwards.
     run_dir: Path = None  # type: ignore[assignment]
     host: str = "127.0.0.1"
@@ -104,39 +108,52 @@ class BrokerConfig:
             object.__setattr__(self, name, value)
 
 
-def _env_port(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
+class LocalKafkaSettings(BaseSettings):
+    """TEXTSTREAM_KAFKA_*: where the local broker lives and listens. With a SASL port the broker also
+    creates the SCRAM user the worker logs in as (TEXTSTREAM_SASL_USERNAME / TEXTSTREAM_SASL_PASSWORD)."""
+
+    model_config = SettingsConfigDict(env_prefix="TEXTSTREAM_KAFKA_", frozen=True, extra="ignore")
+
+    home: Path = Field(default_factory=_default_home, description="Kafka jars and config (deploy/kafka)")
+    run_dir: Path | None = Field(None, description="data and logs (default: HOME/run)")
+    port: int = Field(9092, ge=1, le=65535, description="PLAINTEXT listener on 127.0.0.1")
+    controller_port: int = Field(9093, ge=1, le=65535, description="KRaft controller listener")
+    sasl_port: int | None = Field(None, ge=1, le=65535, description="adds a SASL_PLAINTEXT/SCRAM-SHA-512 listener")
+    sasl_username: str = Field("", validation_alias="TEXTSTREAM_SASL_USERNAME")
+    sasl_password: SecretStr = Field(SecretStr(""), validation_alias="TEXTSTREAM_SASL_PASSWORD")
+
+    @field_validator("run_dir", "sasl_port", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+
+def local_settings() -> LocalKafkaSettings:
+    """TEXTSTREAM_KAFKA_*, validated; KafkaLocalError names each bad variable."""
     try:
-        value = int(raw)
-    except ValueError:
-        raise KafkaLocalError(f"{name}={raw!r} is not a port number") from None
-    if not 0 < value < 65536:
-        raise KafkaLocalError(f"{name}={value} is outside 1..65535")
-    return value
+        return LocalKafkaSettings()
+    except ValidationError as exc:
+        problems = validation_problems(exc, lambda field: f"TEXTSTREAM_KAFKA_{field.upper()}")
+        raise KafkaLocalError("invalid local Kafka settings: " + "; ".join(problems)) from None
+
+
+def local_kafka_home() -> Path:
+    """TEXTSTREAM_KAFKA_HOME, else deploy/kafka of this clone."""
+    return local_settings().home
 
 
 def config_from_env() -> BrokerConfig:
-    """TEXTSTREAM_KAFKA_*; with TEXTSTREAM_KAFKA_SASL_PORT also a SCRAM listener whose user is the
-    one the worker logs in as (TEXTSTREAM_SASL_USERNAME / TEXTSTREAM_SASL_PASSWORD)."""
-    run_dir = os.environ.get("TEXTSTREAM_KAFKA_RUN_DIR")
-    sasl_port = _env_port("TEXTSTREAM_KAFKA_SASL_PORT", 0) or None
+    """The local broker's configuration from TEXTSTREAM_KAFKA_*."""
+    env = local_settings()
     users: tuple[tuple[str, str], ...] = ()
-    if sasl_port is not None:
-        user = os.environ.get("TEXTSTREAM_SASL_USERNAME", "")
-        password = os.environ.get("TEXTSTREAM_SASL_PASSWORD", "")
-        if not user or not password:
+    if env.sasl_port is not None:
+        password = env.sasl_password.get_secret_value()
+        if not env.sasl_username or not password:
             raise KafkaLocalError("TEXTSTREAM_KAFKA_SASL_PORT needs TEXTSTREAM_SASL_USERNAME and "
                                   "TEXTSTREAM_SASL_PASSWORD: the SCRAM user the broker creates")
-        users = ((user, password),)
-    return BrokerConfig(
-        run_dir=Path(run_dir) if run_dir else None,  # type: ignore[arg-type]
-        port=_env_port("TEXTSTREAM_KAFKA_PORT", 9092),
-        controller_port=_env_port("TEXTSTREAM_KAFKA_CONTROLLER_PORT", 9093),
-        sasl_port=sasl_port,
-        scram_users=users,
-    )
+        users = ((env.sasl_username, password),)
+    return BrokerConfig(home=env.home, run_dir=env.run_dir, port=env.port,  # type: ignore[arg-type]
+                        controller_port=env.controller_port, sasl_port=env.sasl_port, scram_users=users)
 
 
 def bootstrap(cfg: BrokerConfig) -> str:

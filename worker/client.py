@@ -136,7 +136,7 @@ async def partitions_of(consumer: AIOKafkaConsumer, topics: Sequence[str],
         if not missing:
             return found
         if deadline is not None and time.monotonic() >= deadline:
-            raise BrokerUnavailable(f"topic(s) {', '.join(missing)} did not appear on the broker within {wait:.0f} s")
+            raise BrokerUnavailable(f"topic(s) {', '.join(missing)} did not appear on the broker within {wait:g} s")
         if not said:
             logger.warning("waiting for topic(s) %s to be created (a worker creates its topics when it starts)",
                            ", ".join(missing))
@@ -168,7 +168,7 @@ def render(record: Record, as_json: bool) -> str:
         out = orjson.loads(record.value or b"")
         return (f"{record.topic}[{record.partition}]@{record.offset} {out['label']:<14} conf={out['confidence']:.3f} "
                 f"cluster={out['cluster_id']:<3} v{out['model_version']} id={out['id']} {snippet(out['text'], 60)!r}")
-    except (orjson.JSONDecodeError, KeyError, TypeError):
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):  # not one of our outputs
         return f"{record.topic}[{record.partition}]@{record.offset} {snippet((record.value or b'').decode('utf-8', 'replace'), 100)!r}"
 
 

@@ -233,3 +233,12 @@ async def test_partitions_of_a_topic_appearing_within_wait() -> None:
     consumer = FakeConsumer({"texts.dlq": {0, 1, 2, 3}}, {"texts.dlq": 2})
     assert await partitions_of(cast(Any, consumer), ["texts.dlq"], wait=5) == {"texts.dlq": {0, 1, 2, 3}}
     assert consumer._client.refreshes == 2
+
+
+@pytest.mark.parametrize("value", [{"text": "hi", "label": "sport", "confidence": "high"},
+                                   {"id": "a", "label": "x", "confidence": 0.5, "cluster_id": 1,
+                                    "model_version": 1, "text": None}])
+def test_render_readable_never_raises_on_a_json_record(value: dict[str, object]) -> None:
+    """`tail --topic` of a topic that is not ours shows the value instead of a traceback."""
+    line = render(Record("texts.in", 0, 1, None, orjson.dumps(value), {}, 0.0), as_json=False)
+    assert line.startswith("texts.in[0]@1 ")
