@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from worker import config, events, registry, security
-from worker.errors import RegistryError, TextstreamError
+from worker.errors import RegistryError
 
 
 def model_dir(args: argparse.Namespace) -> Path:

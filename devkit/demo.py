@@ -10,20 +10,16 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
-import os
 import random
 import signal
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import orjson
 
 from devkit import kafka_local
-from devkit.kafka_local import free_port
+from devkit.stack import Broker, Namespace, WorkerProcess, read_until
 from worker import client, config, registry, topics
 from worker.client import Record, snippet
 from worker.errors import RegistryError
@@ -81,78 +77,6 @@ def ensure_model(model_dir: Path, data_dir: Path) -> int:
     return result.version
 
 
-def start_worker(model_dir: Path, log_path: Path, web_port: int) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, TEXTSTREAM_MODEL_DIR=str(model_dir), TEXTSTREAM_APP_ID="textstream-demo",
-               TEXTSTREAM_MAX_TEXT_BYTES=str(DEMO_MAX_TEXT_BYTES), TEXTSTREAM_WEB_PORT=str(web_port),
-               TEXTSTREAM_WEB_HOST="127.0.0.1")
-    logger.info("starting worker (log: %s)", log_path)
-    with log_path.open("wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "commands", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def stop_worker(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            logger.warning("the worker did not stop %d s after SIGTERM; killing it", STOP_TIMEOUT_S)
-            proc.kill()
-            proc.wait()
-
-
-def worker_state(web_port: int) -> str:
-    """What the worker's /readyz says, in words, for the progress lines."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/readyz", timeout=5) as resp:
-            body = orjson.loads(resp.read())
-    except urllib.error.HTTPError as err:  # 503 while not ready, with the checks in its body
-        body = orjson.loads(err.read())
-    except OSError:
-        return "starting (web port not up yet)"
-    if body.get("ready"):
-        return f"ready, serving model version {body.get('model_version')}"
-    waiting = [name for name, ok in body.get("checks", {}).items() if not ok]
-    return "up, waiting for " + ", ".join(waiting)
-
-
-async def collect(bootstrap: str, topics: list[str], expected: int, worker: subprocess.Popen[bytes],
-                  web_port: int, deadline_s: float) -> list[Record]:
-    """Read the output topics until `expected` records arrived, the worker died, or `deadline_s`
-    passed; every PROGRESS_EVERY_S seconds say how far it got. The reader waits for topics the worker
-    has not created yet; an error of its own is raised, not reported as missing records."""
-    records: list[Record] = []
-    started = time.monotonic()
-
-    async def read() -> None:
-        async for rec in client.follow(bootstrap, topics, from_beginning=True):
-            records.append(rec)
-            if len(records) >= expected:
-                return
-
-    task = asyncio.create_task(read())
-    next_progress = started + PROGRESS_EVERY_S
-    try:
-        while not task.done() and worker.poll() is None and time.monotonic() - started < deadline_s:
-            await asyncio.sleep(0.2)
-            if time.monotonic() >= next_progress:
-                next_progress += PROGRESS_EVERY_S
-                state = await asyncio.to_thread(worker_state, web_port)
-                logger.info("%d/%d records out after %.0f s; worker %s", len(records), expected,
-                            time.monotonic() - started, state)
-        if task.done():
-            task.result()  # the reader's own error, if it had one
-        elif worker.poll() is not None:
-            logger.error("the worker exited with code %s", worker.returncode)
-        elif len(records) < expected:
-            logger.error("gave up after %.0f s with %d/%d records", deadline_s, len(records), expected)
-    finally:
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-    return records
-
-
 def print_tables(labeled: list[Record], dead: list[Record], label_prefix: str, out: object = sys.stdout) -> None:
     def emit(line: str = "") -> None:
         print(line, file=out)  # type: ignore[call-overload]
@@ -176,45 +100,45 @@ def print_tables(labeled: list[Record], dead: list[Record], label_prefix: str, o
 def run_demo(model_dir: Path | None, data_dir: Path) -> int:
     started = time.perf_counter()
     settings = config.load_settings(**({} if model_dir is None else {"model_dir": model_dir}))
-    model_dir = settings.model_dir
-    cfg = kafka_local.config_from_env()
-    demo_cfg = kafka_local.BrokerConfig(home=cfg.home, run_dir=cfg.home / "run-demo", host=cfg.host,
-                                        port=cfg.port, controller_port=cfg.controller_port)
-    kafka_local.assemble(demo_cfg)
-    logger.info("starting a fresh local Kafka broker on %s", kafka_local.bootstrap(demo_cfg))
-    kafka_local.start(demo_cfg, fresh=True)
-    bootstrap = kafka_local.bootstrap(demo_cfg)
-    os.environ["TEXTSTREAM_BROKER"] = bootstrap
-    worker = None
+    local = kafka_local.config_from_env()
+    run_dir = local.home / "run-demo"
+    logger.info("starting a fresh local Kafka broker on %s:%d", local.host, local.port)
+    broker = Broker.start(run_dir, home=local.home, port=local.port, controller_port=local.controller_port)
+    ns = Namespace("texts")  # the default topic names: texts.raw, texts.labeled, texts.dlq, ...
+    worker: WorkerProcess | None = None
     try:
-        version = ensure_model(model_dir, data_dir)
-        web_port = free_port()
-        worker = start_worker(model_dir, demo_cfg.run_dir / "worker.log", web_port)
+        version = ensure_model(settings.model_dir, data_dir)
+        logger.info("starting a worker (log: %s)", run_dir / "worker.log")
+        worker = WorkerProcess(ns.env(broker.bootstrap, settings.model_dir, TEXTSTREAM_APP_ID="textstream-demo",
+                                      TEXTSTREAM_MAX_TEXT_BYTES=str(DEMO_MAX_TEXT_BYTES)), run_dir / "worker.log")
         good = sample_texts(data_dir)
         bad = malformed_records()
         values = good + [raw for _, raw in bad]
-        asyncio.run(topics.ensure_topics(bootstrap, [settings.input_topic], settings.topic_partitions))
-        sent = asyncio.run(client.send_values(bootstrap, settings.input_topic, values))
+        asyncio.run(topics.ensure_topics(broker.bootstrap, [ns.raw], settings.topic_partitions))
+        sent = asyncio.run(client.send_values(broker.bootstrap, ns.raw, values))
         logger.info("sent %d records (%d texts, %d malformed) to %s; reading %s and %s", sent, len(good), len(bad),
-                    settings.input_topic, settings.output_topic, settings.dlq_topic)
+                    ns.raw, ns.labeled, ns.dlq)
         try:
-            records = asyncio.run(collect(bootstrap, [settings.output_topic, settings.dlq_topic], len(values),
-                                          worker, web_port, OUTPUT_DEADLINE_S))
+            records = asyncio.run(read_until(
+                broker.bootstrap, [ns.labeled, ns.dlq], len(values), timeout=OUTPUT_DEADLINE_S, alive=lambda: worker.alive,
+                progress=lambda n: logger.info("%d/%d records out; worker %s", n, len(values), worker.state()),
+                progress_every=PROGRESS_EVERY_S))
         except Exception as exc:
             print(f"demo FAILED: reading the output topics failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1
-        labeled = [r for r in records if r.topic == settings.output_topic]
-        dead = [r for r in records if r.topic == settings.dlq_topic]
-        print_tables(labeled, dead, settings.label_topic_prefix)
+        labeled = [r for r in records if r.topic == ns.labeled]
+        dead = [r for r in records if r.topic == ns.dlq]
+        print_tables(labeled, dead, ns.label_prefix)
         ok = len(labeled) == len(good) and len(dead) == len(bad)
         print(f"\nmodel version {version}; {len(labeled)}/{len(good)} labelled, {len(dead)}/{len(bad)} dead-lettered; "
-              f"demo took {time.perf_counter() - started:.0f}s. Worker log: {demo_cfg.run_dir / 'worker.log'}")
+              f"demo took {time.perf_counter() - started:.0f}s. Worker log: {worker.log}")
         if not ok:
-            print(f"demo FAILED: not every record came out; the worker log is {demo_cfg.run_dir / 'worker.log'}",
-                  file=sys.stderr)
+            why = (f"the worker {worker.state()}" if not worker.alive else
+                   f"not every record came out within {OUTPUT_DEADLINE_S} s")
+            print(f"demo FAILED: {why}; the worker log is {worker.log}:\n{worker.log_tail(2000)}", file=sys.stderr)
         return 0 if ok else 1
     finally:
-        if worker is not None:
-            stop_worker(worker)
-        kafka_local.stop(demo_cfg)
+        if worker is not None and worker.stop(timeout=STOP_TIMEOUT_S) not in (0, -signal.SIGTERM):
+            logger.warning("the worker exited with code %s", worker.proc.returncode)
+        broker.stop()
         logger.info("stopped the worker and the broker")
