@@ -388,7 +388,7 @@ def render(r: dict[str, Any], args: argparse.Namespace, profile_lines: list[str]
         f"| (c) naive consumer (`model.predict` per message) | {r['c_naive']:.1f} | | | |",
         f"| (d) one worker at 50 % of (b): {d['rate']:.0f}/s | {d['rate']:.0f} | {d['p50_ms']:.0f} | "
         f"{d['p95_ms']:.0f} | {d['p99_ms']:.0f} |",
-        f"| (e) two workers, one group, burst, {r['e_threads_per_worker']} TensorFlow threads each (README's advice) | "
+        f"| (e) two workers, one group, burst, {r['e_threads_per_worker']} TensorFlow threads each (docs/operations.md's advice) | "
         f"{e['rate']:.0f} | {e['p50_ms']:.0f} | | {e['p99_ms']:.0f} |",
         f"| (e') the same with TensorFlow's default threads in each worker | {e_default['rate']:.0f} | "
         f"{e_default['p50_ms']:.0f} | | {e_default['p99_ms']:.0f} |",

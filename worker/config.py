@@ -205,7 +205,7 @@ def load_settings(**overrides: object) -> Settings:
 
 
 def describe() -> list[tuple[str, str, str]]:
-    """(variable, default, description) for every setting: the README table and `--help` use it."""
+    """(variable, default, description) for every setting: docs/configuration.md and `--help` show them."""
     rows = []
     for name, field in Settings.model_fields.items():
         default = "unset" if field.default is None else str(field.default)

@@ -1,4 +1,4 @@
-"""What the README's security section promises about model loading stays true: Keras safe mode,
+"""What docs/operations.md's security section promises about model loading stays true: Keras safe mode,
 the manifest's sha256 checked first, nothing unpickled (in the source and in behaviour)."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from tests.factories import copy_registry
-from tests.unit.test_bundle import rehash
+from tests.unit.worker.test_bundle import rehash
 from worker import bundle
 from worker.errors import BundleError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PICKLERS = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib", "shelve"}
 
 

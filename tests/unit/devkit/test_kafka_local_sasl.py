@@ -9,7 +9,7 @@ import pytest
 from devkit import kafka_local
 from devkit.kafka_local import BrokerConfig, KafkaLocalError
 
-KAFKA_HOME = Path(__file__).resolve().parents[2] / "deploy" / "kafka"
+KAFKA_HOME = Path(__file__).resolve().parents[3] / "deploy" / "kafka"
 
 
 def _props(cfg: BrokerConfig) -> dict[str, str]:

@@ -9,7 +9,7 @@ from commands.main import main
 from worker.config import describe
 
 # The complete table of TEXTSTREAM_* variables (the README keeps a short one and links to it).
-CONFIGURATION_DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+CONFIGURATION_DOC = Path(__file__).resolve().parents[3] / "docs" / "configuration.md"
 
 
 def test_help_lists_commands_and_every_variable(capsys: pytest.CaptureFixture[str]) -> None:
