@@ -1,15 +1,10 @@
-"""The Faust shell: the only module that imports faust, and only wiring.
-
-An agent hands the input events to `worker.publish`, which batches them, runs `pipeline.process`
-in a thread, produces the outputs and acks the inputs once Kafka acknowledged them; `worker.reload`
-loads new model versions (registry polls and `texts.models` events); `worker.health` writes the
-/healthz, /readyz and /status bodies. Here: Faust's settings, the consumer's fetch sizes, metrics.
-"""
+"""The Faust shell, the only module that imports faust: Faust's settings and the wiring of the
+stages. The agent feeds `worker.publish` (batches, model, outputs, then acks), `worker.reload` swaps
+model versions, `worker.health` writes the /healthz, /readyz and /status bodies."""
 
 from __future__ import annotations
 
 import functools
-import logging
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -25,11 +20,9 @@ from worker.config import Settings
 from worker.health import Health
 from worker.lag import LagProbe
 from worker.publish import Labeller
-from worker.records import Outgoing, RawRecord
+from worker.records import Outgoing
 from worker.reload import Reloader, Serving, create_output_topics, follow_model_events
 from worker.security import ClientSecurity, from_settings
-
-logger = logging.getLogger(__name__)
 
 LAG_INTERVAL_S = 5.0
 # The broker answers a fetch when this much is ready or TEXTSTREAM_FETCH_MAX_WAIT has passed. Faust
@@ -83,8 +76,7 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
     access = from_settings(settings)
     app = faust_app(settings, access)
     source = app.topic(settings.input_topic, key_serializer="raw", value_serializer="raw")
-    health = Health(serving, LagProbe(settings.bootstrap_servers, settings.app_id, access), settings.app_id,
-                    settings.input_topic)
+    health = Health(serving, LagProbe(settings.bootstrap_servers, settings.app_id, access), settings)
     crash: Callable[[BaseException], Awaitable[None]] = lambda exc: app.crash(exc)  # tests replace app.crash
     reloader = Reloader(serving, prepare=lambda: bundle.prepare_runtime(settings), crash=crash,
                         create_topics=functools.partial(create_output_topics, settings, access))
@@ -97,10 +89,8 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
     async def label_texts(stream: Any) -> None:
         """Hands every record to the labeller as it arrives (acks are the labeller's, after the outputs)."""
         await reloader.ready.wait()
-        inputs = stream.noack()
-        labeller: Labeller[Any] = Labeller(settings, serving, to_raw=lambda event: RawRecord.of(event.message),
-                                           send=send, ack=inputs.ack, crash=crash)
-        await labeller.consume(inputs.events())
+        inputs = stream.noack()  # acks are the labeller's
+        await Labeller[Any](settings, serving, send=send, ack=inputs.ack, crash=crash).consume(inputs.events())
 
     @app.task
     async def load_first_model() -> None:
@@ -125,7 +115,7 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # faust's signal types want a sender kwarg
     async def on_assigned(app_: Any, assigned: Any, **kwargs: Any) -> None:
-        logger.info("assigned partitions %s", ",".join(health.assign(assigned)) or "none")
+        health.assign(assigned)
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:

@@ -7,13 +7,17 @@ the lag probe recently.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from worker.config import Settings
 from worker.lag import LagProbe
 from worker.reload import Serving
+
+logger = logging.getLogger(__name__)
 
 STALE_AFTER_S = 30.0  # a loop tick or a broker answer older than this means unhealthy / not ready
 
@@ -25,8 +29,7 @@ class Health:
 
     serving: Serving
     lag: LagProbe
-    app_id: str
-    input_topic: str
+    settings: Settings
     started: float = field(default_factory=time.time)
     tick: float = field(default_factory=time.time)
     assigned: list[str] | None = None  # "topic/partition" of the input topic; None before the first assignment
@@ -36,11 +39,12 @@ class Health:
 
     def inputs(self, partitions: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
         """The input topic's partitions among `partitions` (topic, partition pairs)."""
-        return [(t, p) for t, p in partitions if t == self.input_topic]
+        return [(t, p) for t, p in partitions if t == self.settings.input_topic]
 
-    def assign(self, partitions: Iterable[tuple[str, int]]) -> list[str]:
+    def assign(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Record a rebalance's assignment (of every topic the app consumes)."""
         self.assigned = sorted(f"{t}/{p}" for t, p in self.inputs(partitions))
-        return self.assigned
+        logger.info("assigned partitions %s", ",".join(self.assigned) or "none")
 
     def liveness(self) -> dict[str, Any]:
         age = time.time() - self.tick
@@ -57,5 +61,5 @@ class Health:
                 "assigned": self.assigned or []}
 
     def status(self) -> dict[str, Any]:
-        return {**self.serving.status(), **self.readiness(), "app_id": self.app_id, "started_at": self.started,
+        return {**self.serving.status(), **self.readiness(), "app_id": self.settings.app_id, "started_at": self.started,
                 "lag": {f"{t}/{p}": v for (t, p), v in self.lag.lag.items()}}

@@ -36,14 +36,20 @@ SHUTDOWN_ACKS_S = 30.0  # on shutdown, how long the last batch's acks may take t
 SHUTDOWN_LABELLER_S = 35.0  # on shutdown, how long the labeller may take to stop
 
 
+def event_record(event: Any) -> RawRecord:
+    """The record of a consumed event (Faust's events carry their Kafka message)."""
+    return RawRecord.of(event.message)
+
+
 class Labeller(Generic[E]):
     """Takes what waits in its backlog when the model is free (up to a batch), labels it in the
     inference thread, produces the outputs and acks the inputs once Kafka acknowledged them."""
 
-    def __init__(self, settings: Settings, serving: Serving, *, to_raw: Callable[[E], RawRecord], send: Send,
-                 ack: Callable[[E], Awaitable[Any]], crash: Callable[[BaseException], Awaitable[Any]]) -> None:
+    def __init__(self, settings: Settings, serving: Serving, *, send: Send, ack: Callable[[E], Awaitable[Any]],
+                 crash: Callable[[BaseException], Awaitable[Any]],
+                 to_raw: Callable[[E], RawRecord] = event_record) -> None:
         self.settings, self.serving = settings, serving
-        self._to_raw, self._send, self._ack, self._crash = to_raw, send, ack, crash
+        self._send, self._ack, self._crash, self._to_raw = send, ack, crash, to_raw
         # Bounded at two batches: a full backlog stops `consume`, and with it the consumer.
         self.backlog: Backlog[E] = Backlog(settings.batch_size, settings.batch_max_wait, 2 * settings.batch_size)
         # One inference thread: TensorFlow parallelises inside the call, and batches stay ordered.
