@@ -58,8 +58,9 @@ def test_an_output_over_the_limit_is_dead_lettered_with_the_input_bytes(tiny_bun
 @pytest.mark.parametrize("depth", [254, 600, 1023])
 def test_a_passthrough_field_too_deep_to_write_back_is_dead_lettered(tiny_bundle, depth: int) -> None:  # type: ignore[no-untyped-def]
     """orjson reads up to 1024 levels of nesting but writes at most 254: such an input used to make
-    `batch.process` (now `pipeline.process`) raise, which stopped the worker uncommitted, and the restarted worker met the
-    same record again (a crash loop on one poison record; found by tests/faults/test_poison.py)."""
+    the batch raise (`pipeline.process`, then `batch.process`), which stopped the worker uncommitted,
+    and the restarted worker met the same record again (a crash loop on one poison record; found by
+    tests/faults/test_poison.py)."""
     deep = b'{"id": "deep", "text": "a fine text", "x": ' + b"[" * depth + b"]" * depth + b"}"
     records = [RawRecord(deep, b"k", Source("texts.raw", 0, 1)), RawRecord(b"short text", None, Source("texts.raw", 0, 2))]
     result = pipeline.process(tiny_bundle, load_settings(), records)
