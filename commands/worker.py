@@ -41,7 +41,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     )
     # Faust, not TensorFlow: the web pages answer and the topics exist before the model loads.
     from worker import app
-    from worker.serving import Serving
+    from worker.reload import Serving
 
     app.run(settings, Serving(settings.model_dir))
     return 0

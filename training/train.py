@@ -19,7 +19,7 @@ from training.config import TrainConfig
 from worker import registry
 from worker.bundle import CENTROIDS, CLASSIFIER, ENCODER, compile_infer
 from worker.errors import DataError
-from worker.pipeline import assign_clusters
+from worker.predict import assign_clusters
 
 logger = logging.getLogger(__name__)
 

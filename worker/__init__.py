@@ -1,1 +1,1 @@
-"""textstream worker: the streaming runtime (config, codec, bundle, registry, pipeline, Faust app)."""
+"""textstream worker: the streaming runtime (config; the stages decode, batching, predict, route, publish; reload, bundle, registry; the Faust app)."""

@@ -1,42 +1,25 @@
-"""The pure core: a batch of decoded messages in, one prediction per message out.
+"""One micro-batch, from raw records to the records to publish: decode -> predict -> route.
 
-Synchronous and Kafka-free, so unit tests call it directly and the agent runs it in a thread
-(blocking code in an agent would block every agent).
+Pure and synchronous: the Faust shell runs `process` in the inference thread, and `worker.publish`
+sends every `Outgoing` and only then acknowledges the input offsets.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
-import numpy as np
-
 from worker.bundle import Bundle
-from worker.codec import Prediction, TextMessage
+from worker.config import Settings
+from worker.decode import decode_records
+from worker.predict import predict_each
+from worker.records import BatchResult, RawRecord
+from worker.route import route
 
 
-def assign_clusters(embeddings: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest centroid by cosine similarity: (cluster ids, similarities). Centroids are unit rows."""
-    norms = np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-    sims = (embeddings / norms) @ centroids.T
-    ids = sims.argmax(axis=1)
-    return ids, sims[np.arange(len(ids)), ids]
-
-
-def predict(bundle: Bundle, messages: Sequence[TextMessage]) -> list[Prediction]:
-    """Label and cluster every message with one model call."""
-    if not messages:
-        return []
-    probs, embeddings = bundle.infer([m.text for m in messages])
-    cluster_ids, sims = assign_clusters(embeddings, bundle.centroids)
-    best = probs.argmax(axis=1)
-    labels = bundle.labels
-    return [
-        Prediction(
-            label=labels[b],
-            confidence=round(float(p[b]), 6),
-            scores={label: round(float(x), 6) for label, x in zip(labels, p, strict=True)},
-            cluster_id=int(c),
-            cluster_similarity=round(float(s), 6),
-        )
-        for p, b, c, s in zip(probs, best, cluster_ids, sims, strict=True)
-    ]
+def process(bundle: Bundle, settings: Settings, records: Sequence[RawRecord]) -> BatchResult:
+    """Decode, label and route every record; each input yields output on texts.labeled or texts.dlq."""
+    valid, rejected = decode_records(records, settings.max_text_bytes, received_at=time.time())
+    predictions = predict_each(bundle, [msg for _, msg in valid])
+    labelled = ((rec, msg, pred) for (rec, msg), pred in zip(valid, predictions, strict=True))
+    return route(settings, bundle.version, labelled, rejected, processed_at=time.time())

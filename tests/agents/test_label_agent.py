@@ -10,7 +10,7 @@ import pytest
 
 from worker.app import create_app
 from worker.config import load_settings
-from worker.serving import Serving
+from worker.reload import Serving
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -151,33 +151,3 @@ async def test_the_worker_consumer_fetches_in_batches_of_bytes(app_and_producer:
     assert consumer._fetch_min_bytes == app_module.FETCH_MIN_BYTES == 262_144
     assert consumer._fetch_max_wait_ms == 10  # TEXTSTREAM_FETCH_MAX_WAIT's default, 0.01 s
     assert consumer._group_id == "agent-test"  # still Faust's worker consumer, with its other settings
-
-
-def test_short_gil_slices_only_while_a_version_loads() -> None:
-    import sys
-
-    from worker.app import short_gil_slices
-
-    before = sys.getswitchinterval()
-    with short_gil_slices(0.0005):
-        assert sys.getswitchinterval() == pytest.approx(0.0005)
-    assert sys.getswitchinterval() == before
-    with pytest.raises(RuntimeError), short_gil_slices(0.0005):
-        raise RuntimeError("a load failed")
-    assert sys.getswitchinterval() == before  # restored after a failed load too
-
-
-def test_lower_priority_applies_to_the_calling_thread_only() -> None:
-    import os
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    from worker.app import lower_priority
-
-    def nice_of_this_thread() -> int:
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-    before = nice_of_this_thread()
-    with ThreadPoolExecutor(1, initializer=lower_priority, initargs=(19,)) as pool:
-        assert pool.submit(nice_of_this_thread).result() == 19
-    assert nice_of_this_thread() == before  # the serving threads keep theirs

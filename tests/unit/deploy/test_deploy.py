@@ -88,10 +88,10 @@ def exported_metrics() -> dict[str, set[str]]:
 def known_label_values() -> dict[tuple[str, str], set[str]]:
     """Closed sets of label values that an `=` matcher must pick from (a typo matches nothing)."""
     from worker import metrics
-    from worker.codec import REASONS
+    from worker.records import REASONS
 
     values: dict[tuple[str, str], set[str]] = {
-        # worker/metrics.py observe_batch and worker/serving.py write these.
+        # worker/metrics.py observe_batch and worker/reload.py write these.
         ("textstream_messages_total", "outcome"): {"labeled", "dead_lettered"},
         ("textstream_messages_total", "reason"): {"", *REASONS},
         ("textstream_model_reloads_total", "result"): {"success", "failure"},

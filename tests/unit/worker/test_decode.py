@@ -1,9 +1,12 @@
+"""Stage 1: the input contract, every kind of bad input rejected with its original bytes."""
+
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from worker.codec import Prediction, Rejected, Source, TextMessage, decode, dlq_headers, encode_result
+from worker.decode import decode, decode_records
+from worker.records import RawRecord, Rejected, Source, TextMessage
 
 SRC = Source("texts.raw", 3, 41)
 
@@ -71,25 +74,14 @@ def test_size_limit_is_inclusive() -> None:
     assert isinstance(dec(b"a" * 1001, limit=1000), Rejected)
 
 
-def test_encode_result_has_the_output_contract() -> None:
-    msg = dec(orjson.dumps({"id": "m-2", "text": "t", "lang": "en"}), received_at=10.0)
-    assert isinstance(msg, TextMessage)
-    pred = Prediction("sport", 0.9, {"sport": 0.9, "tech": 0.1}, 2, 0.75)
-    out = orjson.loads(encode_result(msg, pred, 7, 11.0))
-    assert out == {
-        "lang": "en", "id": "m-2", "label": "sport", "confidence": 0.9, "scores": {"sport": 0.9, "tech": 0.1},
-        "cluster_id": 2, "cluster_similarity": 0.75, "model_version": 7, "text": "t",
-        "source": {"topic": "texts.raw", "partition": 3, "offset": 41},
-        "received_at": 10.0, "processed_at": 11.0,
-    }
-
-
-def test_dlq_headers_carry_reason_and_provenance_after_original_headers() -> None:
-    rej = dec(b'{"text": 1}', headers=(("trace", b"abc"),))
-    assert isinstance(rej, Rejected)
-    headers = dlq_headers(rej)
-    assert headers[0] == ("trace", b"abc")
-    assert dict(headers[1:]) == {
-        "error": b"text_not_string", "error_detail": b"'text' is a int", "source_topic": b"texts.raw",
-        "source_partition": b"3", "source_offset": b"41",
-    }
+def test_a_batch_decodes_into_valid_and_rejected_records_in_order() -> None:
+    records = [RawRecord(b"first text", b"k1", Source("texts.raw", 0, 1), timestamp=5.0),
+               RawRecord(b'{"text": 1}', b"k2", Source("texts.raw", 0, 2), headers=(("h", b"v"),)),
+               RawRecord(b'{"id": "x", "text": "second"}', None, Source("texts.raw", 1, 3)),
+               RawRecord(None, b"k4", Source("texts.raw", 1, 4))]
+    valid, rejected = decode_records(records, max_bytes=100, received_at=9.0)
+    assert [(rec, msg.id, msg.text) for rec, msg in valid] == [(records[0], "texts.raw-0-1", "first text"),
+                                                                (records[2], "x", "second")]
+    assert [(m.key, m.received_at, m.timestamp) for _, m in valid] == [(b"k1", 9.0, 5.0), (None, 9.0, None)]
+    assert [(r.reason, r.value, r.key, r.headers) for r in rejected] == [
+        ("text_not_string", b'{"text": 1}', b"k2", (("h", b"v"),)), ("tombstone", None, b"k4", ())]

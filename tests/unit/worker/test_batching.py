@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from worker.backlog import Backlog
+from worker.batching import Backlog
 
 
 async def test_a_free_model_takes_what_waits_at_once() -> None:

@@ -1,4 +1,4 @@
-"""Records taken from Kafka that the model has not started on yet, and how they become batches.
+"""Stage 2: records taken from Kafka that the model has not started on yet, and how they become batches.
 
 The model takes whatever waits the moment it is free, up to a batch: a batch is as large as what
 arrived while the previous one ran. Under light load batches are small and start at once; as load

@@ -1,54 +1,16 @@
+"""One batch through decode -> predict -> route: what each input yields, and when a batch fails."""
+
 from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import orjson
 import pytest
 
-from worker import batch, pipeline
-from worker.batch import RawRecord
-from worker.codec import Source, TextMessage
+from tests.unit.worker.test_predict import TEXTS, messages
+from worker import pipeline, predict
 from worker.config import load_settings
-
-TEXTS = [
-    "The central bank raised interest rates as inflation and company profits worried markets.",
-    "The striker scored twice as the team won the cup final in front of a record crowd.",
-    "The new smartphone chip makes software run faster and saves battery on mobile phones.",
-]
-
-
-def messages(texts: list[str]) -> list[TextMessage]:
-    return [TextMessage(f"m{i}", t, Source("texts.raw", 0, i)) for i, t in enumerate(texts)]
-
-
-def test_assign_clusters_uses_cosine_similarity() -> None:
-    centroids = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
-    ids, sims = pipeline.assign_clusters(np.array([[10.0, 1.0], [0.1, 3.0], [-1.0, -1.0]]), centroids)
-    assert ids.tolist() == [0, 1, 0]
-    assert sims[0] == pytest.approx(10 / np.sqrt(101))
-    assert sims[2] == pytest.approx(-1 / np.sqrt(2))
-
-
-def test_predict_gives_one_prediction_per_message(tiny_bundle) -> None:  # type: ignore[no-untyped-def]
-    preds = pipeline.predict(tiny_bundle, messages(TEXTS))
-    assert len(preds) == len(TEXTS)
-    for p in preds:
-        assert p.label in tiny_bundle.labels
-        assert set(p.scores) == set(tiny_bundle.labels)
-        assert sum(p.scores.values()) == pytest.approx(1.0, abs=1e-4)
-        assert p.confidence == max(p.scores.values())
-        assert 0 <= p.cluster_id < tiny_bundle.centroids.shape[0]
-        assert -1.0 <= p.cluster_similarity <= 1.0
-    assert pipeline.predict(tiny_bundle, []) == []
-
-
-def test_predict_is_deterministic_and_batch_independent(tiny_bundle) -> None:  # type: ignore[no-untyped-def]
-    together = pipeline.predict(tiny_bundle, messages(TEXTS))
-    alone = [pipeline.predict(tiny_bundle, messages([t]))[0] for t in TEXTS]
-    for a, b in zip(together, alone, strict=True):
-        assert a.label == b.label and a.cluster_id == b.cluster_id
-        assert a.confidence == pytest.approx(b.confidence, abs=1e-4)
+from worker.records import Outgoing, RawRecord, Source
 
 
 def test_batch_routes_labeled_records_and_dead_letters(tiny_bundle) -> None:  # type: ignore[no-untyped-def]
@@ -59,10 +21,10 @@ def test_batch_routes_labeled_records_and_dead_letters(tiny_bundle) -> None:  # 
         RawRecord(b"\xff\xfe", b"key-3", Source("texts.raw", 0, 1), headers=(("h", b"v"),)),
         RawRecord(b"y" * 501, None, Source("texts.raw", 0, 2)),
     ]
-    result = batch.process(tiny_bundle, settings, records)
+    result = pipeline.process(tiny_bundle, settings, records)
     assert result.labeled == 2
     assert [r.reason for r in result.rejected] == ["invalid_utf8", "too_large"]
-    by_topic: dict[str, list[batch.Outgoing]] = {}
+    by_topic: dict[str, list[Outgoing]] = {}
     for o in result.outgoing:
         by_topic.setdefault(o.topic, []).append(o)
     labeled = by_topic.pop("texts.labeled")
@@ -82,18 +44,12 @@ def test_batch_routes_labeled_records_and_dead_letters(tiny_bundle) -> None:  # 
     assert (dlq[0].headers or [])[0] == ("h", b"v")
 
 
-def test_output_topics_cover_every_label(tiny_bundle) -> None:  # type: ignore[no-untyped-def]
-    topics = batch.output_topics(load_settings(), tiny_bundle.labels)
-    assert topics[:2] == ["texts.labeled", "texts.dlq"]
-    assert {f"texts.label.{x}" for x in tiny_bundle.labels} == set(topics[2:])
-
-
 def test_an_output_over_the_limit_is_dead_lettered_with_the_input_bytes(tiny_bundle) -> None:  # type: ignore[no-untyped-def]
     settings = load_settings(max_text_bytes=100_000, max_output_bytes=20_000)
     nul_text = orjson.dumps({"id": "nul", "text": "a" + "\x00" * 5_000})  # each NUL is 6 bytes in JSON
     records = [RawRecord(nul_text, b"k", Source("texts.raw", 0, 1)),
                RawRecord(b"short text", None, Source("texts.raw", 0, 2))]
-    result = batch.process(tiny_bundle, settings, records)
+    result = pipeline.process(tiny_bundle, settings, records)
     assert result.labeled == 1
     assert [(r.reason, r.value, r.key) for r in result.rejected] == [("output_too_large", nul_text, b"k")]
     assert sum(o.topic == "texts.dlq" for o in result.outgoing) == 1
@@ -102,21 +58,15 @@ def test_an_output_over_the_limit_is_dead_lettered_with_the_input_bytes(tiny_bun
 @pytest.mark.parametrize("depth", [254, 600, 1023])
 def test_a_passthrough_field_too_deep_to_write_back_is_dead_lettered(tiny_bundle, depth: int) -> None:  # type: ignore[no-untyped-def]
     """orjson reads up to 1024 levels of nesting but writes at most 254: such an input used to make
-    `batch.process` raise, which stopped the worker uncommitted, and the restarted worker met the
-    same record again (a crash loop on one poison record; found by tests/faults/test_poison.py)."""
+    the batch raise (`pipeline.process`, then `batch.process`), which stopped the worker uncommitted,
+    and the restarted worker met the same record again (a crash loop on one poison record; found by
+    tests/faults/test_poison.py)."""
     deep = b'{"id": "deep", "text": "a fine text", "x": ' + b"[" * depth + b"]" * depth + b"}"
     records = [RawRecord(deep, b"k", Source("texts.raw", 0, 1)), RawRecord(b"short text", None, Source("texts.raw", 0, 2))]
-    result = batch.process(tiny_bundle, load_settings(), records)
+    result = pipeline.process(tiny_bundle, load_settings(), records)
     assert result.labeled == 1
     assert [(r.reason, r.value, r.key) for r in result.rejected] == [("invalid_json", deep, b"k")]
     assert "cannot be written back" in result.rejected[0].detail
-
-
-def test_a_text_without_a_single_token_alone_in_its_batch_is_labelled(tiny_bundle) -> None:  # type: ignore[no-untyped-def]
-    # Keras' LSTM fails on a call whose texts have no tokens at all (zero steps): before the packed
-    # LSTM such a record, alone in a batch, failed the batch after every restart.
-    (pred,) = pipeline.predict(tiny_bundle, messages(["!!! ???"]))
-    assert pred.label in tiny_bundle.labels
 
 
 def test_an_input_the_model_fails_on_is_dead_lettered_and_the_rest_labelled(tiny_bundle) -> None:  # type: ignore[no-untyped-def]
@@ -128,8 +78,8 @@ def test_an_input_the_model_fails_on_is_dead_lettered_and_the_rest_labelled(tiny
     fussy = dataclasses.replace(tiny_bundle, infer=infer)
     records = [RawRecord(orjson.dumps({"id": f"r{i}", "text": t}), None, Source("texts.raw", 0, i))
                for i, t in enumerate([TEXTS[0], "a poison text", TEXTS[1]])]
-    result = batch.process(fussy, load_settings(), records)
-    assert [p.label for p in result.predictions] == [p.label for p in pipeline.predict(tiny_bundle, messages(TEXTS[:2]))]
+    result = pipeline.process(fussy, load_settings(), records)
+    assert [p.label for p in result.predictions] == [p.label for p in predict.predict(tiny_bundle, messages(TEXTS[:2]))]
     (rejected,) = result.rejected
     assert rejected.reason == "model_error" and rejected.value == records[1].value
     assert "ValueError: cannot take this one" in rejected.detail
@@ -144,4 +94,4 @@ def test_a_model_that_fails_on_everything_fails_the_batch(tiny_bundle) -> None: 
     broken = dataclasses.replace(tiny_bundle, infer=infer)
     records = [RawRecord(orjson.dumps({"text": TEXTS[0]}), None, Source("texts.raw", 0, 0))]
     with pytest.raises(MemoryError):  # nothing dead-lettered: the restart tries the batch again
-        batch.process(broken, load_settings(), records)
+        pipeline.process(broken, load_settings(), records)
