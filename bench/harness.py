@@ -6,22 +6,13 @@ texts, a producer of texts, a collector of outputs, and percentiles. Benchmarks 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
-import json
-import os
 import random
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import orjson
@@ -29,9 +20,13 @@ from aiokafka import AIOKafkaProducer
 
 from devkit.stack import REPO, Namespace, WorkerProcess
 
+
 def texts(*names: str, seed: int = 1) -> list[str]:
     """Texts of bundled corpora (data/NAME.jsonl.gz), shuffled together."""
-    out = [orjson.loads(line)["text"] for name in names for line in gzip.open(REPO / "data" / f"{name}.jsonl.gz")]
+    out: list[str] = []
+    for name in names:
+        with gzip.open(REPO / "data" / f"{name}.jsonl.gz") as fh:
+            out.extend(orjson.loads(line)["text"] for line in fh)
     random.Random(seed).shuffle(out)
     return out
 
@@ -103,7 +98,5 @@ class Collector:
 
     async def close(self) -> None:
         self.task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await self.task
-        except (asyncio.CancelledError, Exception):
-            pass

@@ -24,10 +24,9 @@ import time
 from pathlib import Path
 
 import orjson
-
-from devkit.stack import Broker, Namespace, WorkerProcess
 from harness import REPO, bench_worker, copy_version, pct, produce, texts
 
+from devkit.stack import Broker, Namespace, WorkerProcess
 from worker import client, events, registry, topics
 
 TEXTS = texts("bbc_news_test", seed=0)

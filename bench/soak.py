@@ -24,7 +24,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -32,11 +31,10 @@ from typing import Any
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaProducer
-
-from devkit.stack import Broker, Namespace, WorkerProcess, http_get
 from harness import bench_worker, copy_version, texts
 from throughput import CORPORA, model_registry
 
+from devkit.stack import Broker, Namespace, WorkerProcess, http_get
 from worker import client, topics
 
 REPO = Path(__file__).resolve().parents[1]

@@ -39,9 +39,9 @@ from typing import Any
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from devkit.stack import Broker, Namespace, WorkerProcess, http_get
 from harness import REPO, Collector, bench_worker, pct, produce, texts
 
+from devkit.stack import Broker, Namespace, WorkerProcess, http_get
 from worker import bundle as bundle_mod
 from worker import config, registry, topics
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -38,12 +39,10 @@ def cmd_tail(args: argparse.Namespace) -> int:
     from worker import client, security
 
     topics = args.topic or [settings.dlq_topic if args.dlq else settings.output_topic]
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(client.tail(settings.bootstrap_servers, topics, as_json=args.json,
                                 from_beginning=not args.latest, idle_timeout=args.idle_timeout,
                                 max_records=args.max, security=security.from_settings(settings)))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

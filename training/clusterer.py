@@ -98,7 +98,7 @@ class _Trainer:
         def step(batch: Any) -> Any:
             with tf.GradientTape() as tape:
                 loss = tf.reduce_mean(tf.reduce_sum(tf.square(decoder(self.latent(batch)) - tf.sparse.to_dense(batch)), 1))
-            opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
+            opt.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
             return loss
 
         losses = [float(step(batch)) for _, batch in self.batches()]
@@ -112,7 +112,7 @@ class _Trainer:
             with tf.GradientTape() as tape:
                 q = soft_assignment(self.latent(batch), mu, self.cfg.sharpness)
                 loss = tf.reduce_mean(tf.reduce_sum(target * tf.math.log((target + 1e-10) / (q + 1e-10)), 1))
-            opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
+            opt.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
             return loss
 
         losses = [float(step(batch, tf.constant(p[rows], dtype=tf.float32))) for rows, batch in self.batches()]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,8 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
     app = faust_app(settings, access)
     source = app.topic(settings.input_topic, key_serializer="raw", value_serializer="raw")
     health = Health(serving, LagProbe(settings.bootstrap_servers, settings.app_id, access), settings)
-    crash: Callable[[BaseException], Awaitable[None]] = lambda exc: app.crash(exc)  # tests replace app.crash
+    def crash(exc: BaseException) -> Awaitable[None]:
+        return app.crash(exc)  # looked up at call time: tests replace app.crash
     reloader = Reloader(serving, prepare=lambda: bundle.prepare_runtime(settings), crash=crash,
                         create_topics=functools.partial(create_output_topics, settings, access))
 

@@ -54,6 +54,7 @@ class Labeller(Generic[E]):
         self.backlog: Backlog[E] = Backlog(settings.batch_size, settings.batch_max_wait, 2 * settings.batch_size)
         # One inference thread: TensorFlow parallelises inside the call, and batches stay ordered.
         self._infer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._crashing: asyncio.Future[Any] | None = None
 
     async def consume(self, events: AsyncIterable[E]) -> None:
         """Hands every event to the backlog as it arrives while `run` labels what waits; returns
@@ -141,4 +142,4 @@ class Labeller(Generic[E]):
         exc = None if task.cancelled() else task.exception()
         if exc is not None:
             logger.error("outputs of a batch were not acknowledged: %s; stopping the worker", exc)
-            asyncio.ensure_future(self._crash(exc))
+            self._crashing = asyncio.ensure_future(self._crash(exc))  # keep a reference: the loop holds only a weak one

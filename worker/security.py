@@ -157,7 +157,7 @@ async def diagnose(bootstrap: str, security: ClientSecurity, timeout_s: float = 
         try:
             conn = await asyncio.wait_for(
                 create_conn(host, int(port), request_timeout_ms=int(timeout_s * 1000), **kwargs), timeout_s)
-        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, KafkaError, OSError) as exc:
             found = explain(server.strip(), security, exc)
             if found is not None:
                 return found
@@ -171,7 +171,7 @@ async def _tcp_open(server: str, timeout_s: float = 3.0) -> bool:
     host, _, port = server.strip().rpartition(":")
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout_s)
-    except (OSError, ValueError, asyncio.TimeoutError):
+    except (TimeoutError, OSError, ValueError):
         return False
     writer.close()
     return True

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from devkit import kafka_local
 from devkit.stack import free_ports
 from tests.integration.conftest import Stack, running_broker, stack, stack_on  # noqa: F401  (`stack`: the fixture, re-exported for tests/faults)
-from devkit import kafka_local
 
 
 @pytest.fixture

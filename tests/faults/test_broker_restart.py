@@ -11,10 +11,10 @@ import time
 
 import pytest
 
+from devkit import kafka_local
 from tests.faults import accounting
 from tests.integration.conftest import Stack, wait_until
 from tests.integration.test_end_to_end import valid_records
-from devkit import kafka_local
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -40,7 +40,7 @@ def test_kill_9_three_times_during_20000_records(stack: Stack) -> None:
             worker = stack.start_worker()
             stack.wait_ready(worker, timeout=180)
             ready = time.monotonic() - killed_mono
-            wait_until(lambda: collector.first_produced_after(killed_at) is not None, 120,
+            wait_until(lambda at=killed_at: collector.first_produced_after(at) is not None, 120,
                        f"output from the restarted worker\n{stack.logs()}")
             resumed = (collector.first_produced_after(killed_at) or killed_at) - killed_at
             recoveries.append({"ready_s": round(ready, 1), "first_output_s": round(resumed, 1)})

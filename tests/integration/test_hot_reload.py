@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import time
 import uuid
@@ -85,7 +86,7 @@ def test_new_version_midway_through_a_stream(stack: Stack, reg: Path) -> None:
     assert {o["model_version"] for o in outputs} == {1, v2}
     for partition, seq in by_partition.items():
         versions = [v for _, v in sorted(seq)]
-        changes = sum(a != b for a, b in zip(versions, versions[1:]))
+        changes = sum(a != b for a, b in itertools.pairwise(versions))
         assert versions[0] == 1 and versions[-1] == v2 and changes == 1, f"partition {partition}: {changes} changes"
     assert worker.status()["model_version"] == v2
 
@@ -109,7 +110,7 @@ def test_broken_versions_never_serve_and_pins_roll_back(stack: Stack, reg: Path)
             time.sleep(2)  # several polls
             assert failures(worker) == before
         else:
-            wait_until(lambda: failures(worker) == before + 1, 30, f"failure reported for {what}")
+            wait_until(lambda n=before: failures(worker) == n + 1, 30, f"failure reported for {what}")
             assert error in str(worker.status()["last_error"]), worker.status()
         assert worker.status()["model_version"] == 1, what
     (reg / ".staging-half-written").mkdir()

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from devkit.stack import free_ports
 from devkit import kafka_local
 from devkit.kafka_local import BrokerConfig
+from devkit.stack import free_ports
 
 # No skip when java is missing: in CI a missing broker is a failure.
 pytestmark = pytest.mark.integration

@@ -15,10 +15,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from devkit import kafka_local
 from devkit.stack import free_ports
 from tests.integration.conftest import REPO, Stack, running_broker, stack_on
 from tests.pki import KEY_PASSWORD, make_pki
-from devkit import kafka_local
 from worker import client, security
 
 pytestmark = pytest.mark.integration

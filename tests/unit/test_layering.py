@@ -1,6 +1,7 @@
-"""The house rules of the architecture, checked on the source: worker never imports training, only
-worker/app.py imports faust (everything else is plain Python a unit test can call), and importing the
-app does not import TensorFlow."""
+"""The house rules of the architecture, checked on the source: worker never imports training; neither
+imports the command line (commands/) or the development tools (devkit/), and commands/ imports devkit/
+only inside the development commands (the image has no devkit/); only worker/app.py imports faust
+(everything else is plain Python a unit test can call); importing the app does not import TensorFlow."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-WORKER = Path(__file__).resolve().parents[2] / "worker"
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = ROOT / "worker"
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -25,6 +27,31 @@ def imported_modules(path: Path) -> set[str]:
 def test_worker_never_imports_training() -> None:
     offenders = {p.name for p in WORKER.glob("*.py") if any(m.split(".")[0] == "training" for m in imported_modules(p))}
     assert offenders == set()
+
+
+def top_level_imports(path: Path) -> set[str]:
+    """Modules imported at module level (not inside a function)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_the_core_packages_never_import_the_command_line_or_the_dev_tools() -> None:
+    offenders = {str(p.relative_to(ROOT)) for package in ("worker", "training") for p in (ROOT / package).glob("*.py")
+                 if any(m.split(".")[0] in ("commands", "devkit") for m in imported_modules(p))}
+    assert offenders == set()
+
+
+def test_commands_import_the_dev_tools_only_inside_the_dev_commands() -> None:
+    offenders = {p.name for p in (ROOT / "commands").glob("*.py")
+                 if any(m.split(".")[0] == "devkit" for m in top_level_imports(p))}
+    assert offenders == set()
+    assert "devkit" in (ROOT / "commands" / "dev.py").read_text()  # the dev commands do use it, lazily
 
 
 def test_only_the_app_module_imports_faust() -> None:

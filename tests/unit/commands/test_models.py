@@ -6,8 +6,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.factories import copy_registry
 from commands.main import main
+from tests.factories import copy_registry
 from worker import registry
 
 

@@ -52,8 +52,8 @@ def _families(registry: CollectorRegistry) -> dict[str, set[str]]:
     # Label names of labelled metrics that have no child yet are only known to the collector
     # object (collect() yields no sample for them): prometheus_client keeps them in _labelnames.
     declared: dict[str, set[str]] = {}
-    for collector in list(registry._collector_to_names):  # noqa: SLF001 (no public way)
-        for name in registry._collector_to_names[collector]:  # noqa: SLF001
+    for collector in list(registry._collector_to_names):
+        for name in registry._collector_to_names[collector]:
             declared.setdefault(name, set()).update(getattr(collector, "_labelnames", ()))
     names: dict[str, set[str]] = {}
     for family in registry.collect():
@@ -72,8 +72,9 @@ def _families(registry: CollectorRegistry) -> dict[str, set[str]]:
 
 def exported_metrics() -> dict[str, set[str]]:
     """Series names (with label names, target labels included) that a worker scrape can hold."""
-    import worker.metrics  # noqa: F401  registers the textstream_* metrics in REGISTRY
     from faust.sensors.prometheus import FaustMetrics
+
+    import worker.metrics  # noqa: F401  registers the textstream_* metrics in REGISTRY
 
     names = _families(REGISTRY)
     # worker/app.py calls setup_prometheus_sensors(app, name_prefix="faust"): the same metrics,
@@ -99,7 +100,7 @@ def known_label_values() -> dict[tuple[str, str], set[str]]:
     for name, obj in vars(metrics).items():
         bounds = getattr(obj, "_upper_bounds", None)  # histogram buckets, as the exposition writes them
         if bounds is not None and not name.startswith("_"):
-            values[(obj._name + "_bucket", "le")] = {floatToGoString(b) for b in bounds}  # noqa: SLF001
+            values[(obj._name + "_bucket", "le")] = {floatToGoString(b) for b in bounds}
     return values
 
 

@@ -23,7 +23,7 @@ def test_dec_target_distribution_sharpens_and_balances() -> None:
     q = np.array([[0.6, 0.4], [0.7, 0.3], [0.8, 0.2], [0.45, 0.55]])
     plain = clusterer.target_distribution(q, balance=0.0)
     assert np.allclose(plain.sum(axis=1), 1.0)
-    assert np.all((plain.max(axis=1) > q.max(axis=1)))  # more confident than Q
+    assert np.all(plain.max(axis=1) > q.max(axis=1))  # more confident than Q
     assert np.array_equal(plain.argmax(axis=1), q.argmax(axis=1))
     balanced = clusterer.target_distribution(q, balance=1.0)
     assert np.all(balanced[:, 1] > plain[:, 1])  # the smaller cluster gets more weight

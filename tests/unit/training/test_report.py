@@ -42,13 +42,13 @@ BRANCHES: dict[str, Any] = {"accuracy": {"lstm": 0.75, "ngrams": 0.8},
 
 
 def make_input(**changes: Any) -> ReportInput:
-    fields: dict[str, Any] = dict(
-        labels=LABELS, classification=CLASSIFICATION, clustering=CLUSTERING, history=HISTORY,
-        embeddings=np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32), clusters=CLUSTERS,
-        y_true=Y_TRUE,
-        data={"sources": ["ag_news", "local.csv"], "rows": 1000, "skipped": 3, "train_rows": 800, "eval_rows": 197},
-        settings={"seed": 0, "epochs": 3}, timings={"classifier": 12.4, "clusterer": 3.6}, branches=BRANCHES,
-    )
+    fields: dict[str, Any] = {
+        "labels": LABELS, "classification": CLASSIFICATION, "clustering": CLUSTERING, "history": HISTORY,
+        "embeddings": np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32), "clusters": CLUSTERS,
+        "y_true": Y_TRUE,
+        "data": {"sources": ["ag_news", "local.csv"], "rows": 1000, "skipped": 3, "train_rows": 800, "eval_rows": 197},
+        "settings": {"seed": 0, "epochs": 3}, "timings": {"classifier": 12.4, "clusterer": 3.6}, "branches": BRANCHES,
+    }
     fields.update(changes)
     return ReportInput(**fields)
 

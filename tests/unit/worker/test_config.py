@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from worker.config import describe, load_settings
 from worker.errors import ConfigError
@@ -47,5 +48,5 @@ def test_broker_lists_are_normalised(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_settings_are_frozen() -> None:
     s = load_settings()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         s.batch_size = 3  # type: ignore[misc]

@@ -13,8 +13,7 @@ from training import classifier
 from training.config import ClassifierConfig
 from worker import bundle, packed_lstm
 
-WORDS = ("market shares fell sharply after the central bank raised interest rates again while the "
-         "striker scored twice in the final minutes of a match the home side had led").split()
+WORDS = ["market", "shares", "fell", "sharply", "after", "the", "central", "bank", "raised", "interest", "rates", "again", "while", "the", "striker", "scored", "twice", "in", "the", "final", "minutes", "of", "a", "match", "the", "home", "side", "had", "led"]
 
 # Empty and punctuation-only texts (no tokens), one word, texts shorter and longer than the cut, and
 # equal lengths (a stable sort must not mix their rows up).

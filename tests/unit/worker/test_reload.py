@@ -99,7 +99,7 @@ class Fixture:
     """A Reloader over a Serving whose `poll` answers from a script (a bundle, None, or an
     exception to raise), recording what the Reloader does around it."""
 
-    def __init__(self, tmp_path: Path, *script: Bundle | None | Exception, serving: Bundle | None = None) -> None:
+    def __init__(self, tmp_path: Path, *script: Bundle | Exception | None, serving: Bundle | None = None) -> None:
         self.script = list(script)
         self.serving = Serving(tmp_path, bundle=serving)
         self.serving.poll = self.poll  # type: ignore[method-assign]
@@ -174,7 +174,7 @@ async def test_a_failed_load_keeps_the_old_version_serving_and_is_reported(tmp_p
     if where == "topics":
         async def refuse(labels: Any) -> None:
             raise TextstreamError("cannot create topics")
-        f.reloader._create_topics = refuse  # noqa: SLF001
+        f.reloader._create_topics = refuse
     await f.reloader.reload("registry poll")
     assert f.serving.version == 1 and f.crashed == []
     assert f.serving.reloads == {"success": 0, "failure": 1}
