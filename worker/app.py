@@ -77,6 +77,7 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
     app = faust_app(settings, access)
     source = app.topic(settings.input_topic, key_serializer="raw", value_serializer="raw")
     health = Health(serving, LagProbe(settings.bootstrap_servers, settings.app_id, access), settings)
+
     def crash(exc: BaseException) -> Awaitable[None]:
         return app.crash(exc)  # looked up at call time: tests replace app.crash
     reloader = Reloader(serving, prepare=lambda: bundle.prepare_runtime(settings), crash=crash,
@@ -173,8 +174,6 @@ def faust_app(settings: Settings, access: ClientSecurity) -> faust.App:
         # batch loop, so a long model call does not count against it.
         broker_session_timeout=10, broker_heartbeat_interval=3,
     )
-    app.transport = transport(app, settings)  # before the first topic asks for one
-    app.monitor = PrometheusMonitor(metrics=faust_metrics())
     app.transport = transport(app, settings)  # before the first topic asks for one
     app.monitor = PrometheusMonitor(metrics=faust_metrics())
     return app
