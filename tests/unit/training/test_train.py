@@ -81,7 +81,7 @@ def test_chinese_text_without_spaces_trains(tmp_path: Path) -> None:
             rows.append({"text": "".join(rng.choice(list(chars), size=12)), "label": label})
     data = tmp_path / "zh.jsonl"
     data.write_bytes(b"\n".join(orjson.dumps(r) for r in rows))
-    result = train([data], tmp_path / "m", dataclasses.replace(TINY, max_rows=None))
+    result = train([data], tmp_path / "m", TINY.model_copy(update={"max_rows": None}))
     assert result.version == 1 and result.metrics["accuracy"] >= 0.9
     served = bundle.load_serving(tmp_path / "m")
     probs, _ = served.infer(["足球联赛冠军", "银行利率上涨"])
