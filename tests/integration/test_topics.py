@@ -12,7 +12,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, wait_until
 from worker import topics
 
 pytestmark = pytest.mark.integration
@@ -69,6 +69,15 @@ def all_topics(stack: Stack) -> tuple[list[str], list[str]]:
             [f"{stack.ns}.models", leader_topic(stack)])
 
 
+def precreate(stack: Stack, partitioned: list[str], single: list[str]) -> set[str]:
+    """Create topics as an operator would, and return every topic once the broker lists them (a
+    topic just created reaches the broker's metadata a moment after CreateTopics answers)."""
+    asyncio.run(topics.ensure_topics(stack.bootstrap, partitioned, 4))
+    asyncio.run(topics.ensure_topics(stack.bootstrap, single, 1))
+    wait_until(lambda: {*partitioned, *single} <= list_topics(stack.bootstrap), 60, "pre-created topics listed")
+    return list_topics(stack.bootstrap)
+
+
 def texts(n: int) -> list[bytes]:
     return [orjson.dumps({"id": f"t-{i}", "text": f"The striker scored twice in the cup final {i}."}) for i in range(n)]
 
@@ -116,8 +125,7 @@ def test_a_creation_the_broker_refuses_stops_the_worker_at_start_naming_topics_a
 
 def test_no_create_mode_with_missing_topics_stops_at_start_naming_every_one(stack: Stack) -> None:
     partitioned, single = all_topics(stack)
-    asyncio.run(topics.ensure_topics(stack.bootstrap, [stack.raw, stack.labeled], 4))
-    before = list_topics(stack.bootstrap)
+    before = precreate(stack, [stack.raw, stack.labeled], [])
     worker = stack.start_worker(TEXTSTREAM_CREATE_TOPICS="false")
     rc = worker.proc.wait(timeout=START_TIMEOUT_S)
     log = worker.log_tail()
@@ -129,9 +137,7 @@ def test_no_create_mode_with_missing_topics_stops_at_start_naming_every_one(stac
 
 def test_no_create_mode_with_every_topic_pre_created_labels_end_to_end_and_creates_nothing(stack: Stack) -> None:
     partitioned, single = all_topics(stack)
-    asyncio.run(topics.ensure_topics(stack.bootstrap, partitioned, 4))
-    asyncio.run(topics.ensure_topics(stack.bootstrap, single, 1))
-    before = list_topics(stack.bootstrap)
+    before = precreate(stack, partitioned, single)
 
     worker = stack.start_worker(TEXTSTREAM_CREATE_TOPICS="false")
     stack.wait_ready(worker)
