@@ -5,6 +5,8 @@ the worker creates nothing (TEXTSTREAM_CREATE_TOPICS=false) for clusters that do
 from __future__ import annotations
 
 import asyncio
+import shutil
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -12,6 +14,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from devkit import kafka_local
+from devkit.stack import local_broker
 from tests.integration.conftest import Stack, wait_until
 from worker import topics
 
@@ -149,3 +153,26 @@ def test_no_create_mode_with_every_topic_pre_created_labels_end_to_end_and_creat
     assert len(routed) == 20
     assert worker.alive and list_topics(stack.bootstrap) == before, stack.logs()
     assert "topics=pre-created (not creating) created_topics=none" in worker.log.read_text(errors="replace")
+
+
+def test_minus_one_asks_the_broker_for_its_default_replication_factor(tmp_path: Path) -> None:
+    """aiokafka 0.14 sends CreateTopics version 3, and KIP-464 wrote '-1 = the broker's default'
+    into version 4: Kafka 4.1 applies it to version 3 all the same. On a broker whose
+    default.replication.factor is 3 (one broker: it cannot hold 3), -1 is refused for wanting 3, so
+    it was not read as 1; an explicit TEXTSTREAM_REPLICATION_FACTOR=1 is created."""
+    source = kafka_local.local_kafka_home()
+    home = tmp_path / "kafka-home"
+    home.mkdir()
+    (home / "libs").symlink_to(source / "libs")
+    for name in ("pom.xml", "log4j2.properties"):
+        shutil.copy(source / name, home / name)
+    template = (source / "server.properties.template").read_text()
+    assert "default.replication.factor=1" in template
+    (home / "server.properties.template").write_text(
+        template.replace("default.replication.factor=1", "default.replication.factor=3"))
+    with local_broker(tmp_path / "run", home=home) as broker:
+        with pytest.raises(topics.TopicCreationError) as err:
+            asyncio.run(topics.ensure_topics(broker.bootstrap, ["rf.default"], 1))
+        assert "rf.default: INVALID_REPLICATION_FACTOR: " in str(err.value)
+        assert "target replication factor of 3 cannot be reached" in str(err.value)
+        assert asyncio.run(topics.ensure_topics(broker.bootstrap, ["rf.one"], 1, spec=topics.TopicSpec(1))) == ["rf.one"]

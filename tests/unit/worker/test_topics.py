@@ -292,3 +292,6 @@ async def test_a_reload_in_no_create_mode_refuses_a_version_whose_label_topic_is
     assert serving.version == 1 and serving.last_error is not None
     assert "MissingTopicsError" in serving.last_error and ": p.science." in serving.last_error
     assert FakeAdmin.requests == []
+    FakeAdmin.existing.add("p.science")  # the operator creates it: the next poll brings the version in
+    await reloader.reload("registry poll")
+    assert serving.version == 2 and serving.reloads == {"success": 1, "failure": 1} and FakeAdmin.requests == []
