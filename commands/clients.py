@@ -20,7 +20,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     access = security.from_settings(settings)
     topic = args.topic or settings.input_topic
     asyncio.run(topics.ensure_topics(settings.bootstrap_servers, [topic], settings.topic_partitions,
-                                     security=access))
+                                     security=access, spec=topics.TopicSpec.from_settings(settings)))
     if args.file in (None, "-"):
         values = client.read_lines(sys.stdin.buffer)
         n = asyncio.run(client.send_values(settings.bootstrap_servers, topic, values, key_field=args.key_field,

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from worker import config, events, registry, security
+from worker import config, events, registry, security, topics
 from worker.errors import RegistryError
 
 
@@ -98,7 +98,7 @@ def announce(args: argparse.Namespace, event: dict[str, Any]) -> None:
     if getattr(args, "announce", True):
         settings = config.load_settings()
         events.notify(settings.bootstrap_servers, settings.models_topic, {**event, "registry": str(args.model_dir)},
-                      security=security.from_settings(settings))
+                      security=security.from_settings(settings), spec=topics.TopicSpec.from_settings(settings))
 
 
 def worker_status(url: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 from worker import config, logs
@@ -19,6 +20,19 @@ def settings_epilog() -> str:
     return "environment variables:\n" + "\n".join(lines)
 
 
+def version_labels(folder: Path) -> list[str]:
+    """The labels in a version's manifest, read without TensorFlow; [] when the manifest is unusable
+    (loading the version then says what is wrong with it)."""
+    from worker import registry
+    from worker.errors import TextstreamError
+
+    try:
+        labels = registry.read_manifest(folder).get("labels")
+    except (TextstreamError, OSError):
+        return []
+    return [x for x in labels if isinstance(x, str) and x] if isinstance(labels, list) else []
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = config.load_settings()
     logs.setup(settings.log_level, settings.log_format)
@@ -26,18 +40,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     version = registry.serving_version(settings.model_dir)  # fails fast on an empty registry
     access = security.from_settings(settings)  # fails fast on unreadable certificates
+    labels = version_labels(settings.model_dir / str(version))
+    topics.check_label_topics(settings, labels, f"version {version}")
     # Also the start-up check of the broker, the credentials and TLS: wrong ones stop here with a
-    # message instead of Faust retrying for ever.
-    created = asyncio.run(topics.ensure_topics(
-        settings.bootstrap_servers, [settings.input_topic, settings.output_topic, settings.dlq_topic],
-        settings.topic_partitions, security=access,
-    ))
+    # message instead of Faust retrying for ever. So does a topic the broker refuses to create or,
+    # with TEXTSTREAM_CREATE_TOPICS=false, any missing topic (all of them named).
+    created = asyncio.run(topics.prepare_worker_topics(settings, access, labels))
     logger.info(
         "worker app_id=%s broker=%s security=%s input=%s output=%s dlq=%s registry=%s version=%d batch_size=%d "
-        "batch_max_wait=%.3fs web=%s:%d created_topics=%s",
+        "batch_max_wait=%.3fs web=%s:%d topics=%s created_topics=%s",
         settings.app_id, settings.bootstrap_servers, access.describe(), settings.input_topic, settings.output_topic,
         settings.dlq_topic, settings.model_dir, version, settings.batch_size, settings.batch_max_wait,
-        settings.web_host, settings.web_port, ",".join(created) or "none",
+        settings.web_host, settings.web_port,
+        topics.TopicSpec.from_settings(settings).describe() if settings.create_topics else "pre-created (not creating)",
+        ",".join(created) or "none",
     )
     # Faust, not TensorFlow: the web pages answer and the topics exist before the model loads.
     from worker import app

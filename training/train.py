@@ -16,8 +16,9 @@ from sklearn.model_selection import train_test_split
 
 from training import classifier, clusterer, data, evaluate, gate, report
 from training.config import TrainConfig
-from worker import registry
+from worker import registry, topics
 from worker.bundle import CENTROIDS, CLASSIFIER, ENCODER, compile_infer
+from worker.config import Settings, load_settings
 from worker.errors import DataError
 from worker.predict import assign_clusters
 
@@ -60,10 +61,22 @@ def _accuracy(model: Any, texts: Sequence[str], y: np.ndarray) -> float:
     return round(float(np.mean(classifier.predict(model, texts).argmax(axis=1) == y)), 4)
 
 
-def _prepare(paths: Sequence[Path], eval_paths: Sequence[Path] | None, cfg: TrainConfig) -> dict[str, Any]:
+def check_label_topics(names: Sequence[str], settings: Settings) -> None:
+    """DataError naming the labels unless each gets its own valid Kafka topic under the worker's
+    TEXTSTREAM_LABEL_TOPIC_PREFIX: checked before training, so no such version is ever published."""
+    problems = topics.label_topic_problems(settings.label_topic_prefix, names, topics.reserved_topics(settings))
+    if problems:
+        raise DataError(f"the labels cannot each have their own topic with TEXTSTREAM_LABEL_TOPIC_PREFIX="
+                        f"{settings.label_topic_prefix!r} (workers route each label to prefix + label); "
+                        "rename them in the data:\n  " + "\n  ".join(problems))
+
+
+def _prepare(paths: Sequence[Path], eval_paths: Sequence[Path] | None, cfg: TrainConfig,
+             settings: Settings) -> dict[str, Any]:
     ds = data.load(paths, cfg.text_field, cfg.label_field, cfg.bad_rows)
     texts, labels = ds.texts, ds.labels
     names = sorted(set(labels))
+    check_label_topics(names, settings)
     index = {name: i for i, name in enumerate(names)}
     y = np.array([index[label] for label in labels])
     if cfg.max_rows and len(texts) > cfg.max_rows:
@@ -90,11 +103,13 @@ def _prepare(paths: Sequence[Path], eval_paths: Sequence[Path] | None, cfg: Trai
 
 
 def train(paths: Sequence[Path], model_dir: Path, cfg: TrainConfig = TrainConfig(),
-          eval_paths: Sequence[Path] | None = None) -> TrainResult:
-    """Train, evaluate and (if the quality gate agrees) publish one new version."""
+          eval_paths: Sequence[Path] | None = None, worker_settings: Settings | None = None) -> TrainResult:
+    """Train, evaluate and (if the quality gate agrees) publish one new version. `worker_settings`
+    (default: the TEXTSTREAM_* environment) give the label topic prefix the labels are checked against."""
     started = time.perf_counter()
     keras.utils.set_random_seed(cfg.seed)
-    d = _prepare(paths, eval_paths, cfg)
+    settings = worker_settings or load_settings()
+    d = _prepare(paths, eval_paths, cfg, settings)
     names, tr_x, tr_y, te_x, te_y = d["names"], d["tr_x"], d["tr_y"], d["te_x"], d["te_y"]
     timings: dict[str, float] = {}
 
@@ -147,6 +162,8 @@ def train(paths: Sequence[Path], model_dir: Path, cfg: TrainConfig = TrainConfig
         ))
         return {
             "labels": names,
+            # The prefix the labels were checked against; a worker checks again with its own.
+            "label_topic_prefix": settings.label_topic_prefix,
             "n_clusters": n_clusters,
             "embedding_dim": int(clu.centroids.shape[1]),
             "data": d["summary"],

@@ -150,6 +150,11 @@ def faust_app(settings: Settings, access: ClientSecurity) -> faust.App:
         broker=settings.faust_broker,
         broker_credentials=broker_credentials(access),
         key_serializer="raw", value_serializer="raw", topic_partitions=settings.topic_partitions,
+        # Faust creates no topic: the worker creates its one internal topic (the leader-election
+        # topic, worker.topics.faust_internal_topics) at start with TEXTSTREAM_REPLICATION_FACTOR and
+        # TEXTSTREAM_TOPIC_CONFIGS, or requires it with TEXTSTREAM_CREATE_TOPICS=false. Faust's own
+        # topic_replication_factor cannot ask for the broker's default (-1) and it sets no configs.
+        topic_allow_declare=False,
         # A new consumer group starts from the oldest record: texts sent before the first worker
         # started are labelled too.
         consumer_auto_offset_reset="earliest",

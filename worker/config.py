@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     dlq_topic: str = Field("texts.dlq", description="dead-letter topic (original bytes + reason headers)")
     models_topic: str = Field("texts.models", description="model registry events (publish, pin) that trigger a reload")
     topic_partitions: int = Field(4, ge=1, le=1024, description="partitions of topics the worker creates")
+    # -1 asks the broker for its default.replication.factor (KIP-464, Kafka >= 2.4).
+    replication_factor: int = Field(-1, ge=-1, le=32767, description="replication factor of topics the worker "
+                                                                     "creates (-1: the broker's default.replication.factor)")
+    topic_configs: str = Field("", description="Kafka topic configs for topics the worker creates, "
+                                               "key=value[,key=value...], e.g. min.insync.replicas=2")
+    create_topics: bool = Field(True, description="create missing topics (false: create nothing and stop at "
+                                                  "start if a needed topic is missing)")
     batch_size: int = Field(256, ge=1, le=100_000, description="max records per model batch")
     batch_max_wait: float = Field(0.005, ge=0, le=60, description="seconds a free model waits for a batch to fill")
     # The broker answers a fetch when 256 KB are ready or after this long: the most a record waits
@@ -88,6 +95,19 @@ class Settings(BaseSettings):
     def _check_topic(cls, value: str) -> str:
         if not _TOPIC_RE.match(value):
             raise ValueError("a Kafka topic name is 1-249 characters of letters, digits, '.', '_' and '-'")
+        return value
+
+    @field_validator("replication_factor")
+    @classmethod
+    def _check_replication(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("-1 (the broker's default.replication.factor) or at least 1")
+        return value
+
+    @field_validator("topic_configs")
+    @classmethod
+    def _check_topic_configs(cls, value: str) -> str:
+        parse_topic_configs(value)  # raises ValueError saying which item is wrong
         return value
 
     @field_validator("label_topic_prefix")
@@ -169,6 +189,43 @@ class Settings(BaseSettings):
     @property
     def faust_broker(self) -> str:
         return ";".join("kafka://" + s for s in self.bootstrap_servers.split(","))
+
+    @property
+    def topic_config_map(self) -> dict[str, str]:
+        """TEXTSTREAM_TOPIC_CONFIGS as Kafka's config map (validated at start)."""
+        return parse_topic_configs(self.topic_configs)
+
+
+# A new item starts at a comma followed by `key=`: values may hold commas (cleanup.policy=compact,delete).
+_CONFIG_ITEM_START = re.compile(r",\s*(?=[A-Za-z0-9._-]+\s*=)")
+_CONFIG_KEY_RE = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*$")
+
+
+def parse_topic_configs(text: str) -> dict[str, str]:
+    """'min.insync.replicas=2,retention.ms=604800000' → {'min.insync.replicas': '2', ...}. Kafka
+    checks the names and values when it creates a topic; this checks the syntax: key=value items,
+    lower-case dotted keys, non-empty values, no key twice. A value may hold commas when what
+    follows the comma is not `key=` (cleanup.policy=compact,delete)."""
+    configs: dict[str, str] = {}
+    if not text.strip():
+        return configs
+    for item in _CONFIG_ITEM_START.split(text.strip()):
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not item.strip():
+            raise ValueError("empty item between commas")
+        if not sep:
+            raise ValueError(f"{item.strip()!r} is not key=value")
+        if not _CONFIG_KEY_RE.match(key):
+            raise ValueError(f"{key!r} is not a Kafka config name (lower-case words joined by '.', e.g. retention.ms)")
+        if not value:
+            raise ValueError(f"{key} has no value")
+        if any(not part.strip() for part in value.split(",")):
+            raise ValueError(f"{key}={value}: empty item between commas")
+        if key in configs:
+            raise ValueError(f"{key} is given twice")
+        configs[key] = value
+    return configs
 
 
 class SecurityConfigProblems(ValueError):

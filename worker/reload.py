@@ -205,9 +205,11 @@ class Reloader:
 
 
 async def create_output_topics(settings: Settings, access: ClientSecurity, labels: Sequence[str]) -> None:
-    """Create the topics a version with these labels writes, before it serves (a new label's topic)."""
+    """Create (or, with TEXTSTREAM_CREATE_TOPICS=false, require) the topics a version with these labels
+    writes, before it serves; labels without a topic of their own under this worker's prefix refuse it."""
+    topics.check_label_topics(settings, labels)
     await topics.ensure_topics(settings.bootstrap_servers, output_topics(settings, labels), settings.topic_partitions,
-                               security=access)
+                               security=access, spec=topics.TopicSpec.from_settings(settings))
 
 
 async def follow_model_events(settings: Settings, access: ClientSecurity,
@@ -219,7 +221,8 @@ async def follow_model_events(settings: Settings, access: ClientSecurity,
                                     group_id=None, auto_offset_reset="latest", enable_auto_commit=False,
                                     **access.kwargs())
         try:
-            await topics.ensure_topics(settings.bootstrap_servers, [settings.models_topic], 1, security=access)
+            await topics.ensure_topics(settings.bootstrap_servers, [settings.models_topic], 1, security=access,
+                                       spec=topics.TopicSpec.from_settings(settings))
             await consumer.start()
             async for event in consumer:
                 logger.info("model event %s", (event.value or b"")[:200].decode("utf-8", "replace"))

@@ -11,6 +11,8 @@ import pytest
 from tests.factories import TINY, copy_registry
 from training.train import train
 from worker import bundle, registry
+from worker.config import load_settings
+from worker.errors import DataError
 
 
 def test_training_publishes_a_verified_version_that_learned(tiny_registry: Path) -> None:
@@ -103,3 +105,39 @@ def test_evaluation_data_replaces_the_held_out_split(tmp_path: Path) -> None:
     bad.write_text('{"text": "x", "label": "other"}\n')
     with pytest.raises(Exception, match="do not occur in the training data"):
         train([write("train.jsonl", 40)], tmp_path / "m", TINY, eval_paths=[bad])
+
+
+def _rows(path: Path, labels: list[str], n: int = 20) -> Path:
+    path.write_bytes(b"\n".join(orjson.dumps({"text": f"words about {x} number {i}", "label": x})
+                                for x in labels for i in range(n)))
+    return path
+
+
+def test_labels_sharing_a_topic_refuse_the_training_before_it_starts(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """'a b', 'a_b' and 'a/b' would all be routed to texts.label.a_b: no such version may be published."""
+    from training import classifier
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the classifier was built")
+    monkeypatch.setattr(classifier, "build", never)  # refused before the expensive part
+    data = _rows(tmp_path / "d.jsonl", ["a b", "a_b", "a/b", "c"])
+    with pytest.raises(DataError) as err:
+        train([data], tmp_path / "m", TINY, worker_settings=load_settings())
+    assert "labels 'a b', 'a/b', 'a_b' all map to topic texts.label.a_b" in str(err.value)
+    assert "TEXTSTREAM_LABEL_TOPIC_PREFIX='texts.label.'" in str(err.value)
+    assert not (tmp_path / "m").exists() or registry.versions(tmp_path / "m") == []
+
+
+def test_a_label_too_long_for_a_topic_name_with_the_prefix_refuses_the_training(tmp_path: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEXTSTREAM_LABEL_TOPIC_PREFIX", "company.team.texts.by-label.")
+    long = "l" * 230  # 230 + 28 characters of prefix > 249
+    data = _rows(tmp_path / "d.jsonl", [long, "short"])
+    with pytest.raises(DataError, match=r"258 characters; Kafka allows 249") as err:
+        train([data], tmp_path / "m", TINY)  # the prefix comes from the environment, as the worker reads it
+    assert "'company.team.texts.by-label.'" in str(err.value) and repr("l" * 60) in str(err.value)
+
+
+def test_the_manifest_records_the_prefix_the_labels_were_checked_against(tiny_registry: Path) -> None:
+    assert registry.read_manifest(tiny_registry / "1")["label_topic_prefix"] == "texts.label."

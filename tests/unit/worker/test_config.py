@@ -14,6 +14,30 @@ def test_defaults_match_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.bootstrap_servers == "127.0.0.1:9092"
     assert (s.input_topic, s.output_topic, s.label_topic_prefix, s.dlq_topic) == (
         "texts.raw", "texts.labeled", "texts.label.", "texts.dlq")
+    # Topics are created with the broker's default.replication.factor and no topic configs.
+    assert (s.replication_factor, s.topic_config_map, s.create_topics) == (-1, {}, True)
+
+
+@pytest.mark.parametrize(
+    ("value", "configs"),
+    [
+        ("min.insync.replicas=2,retention.ms=604800000", {"min.insync.replicas": "2", "retention.ms": "604800000"}),
+        (" min.insync.replicas = 2 , retention.ms=1 ", {"min.insync.replicas": "2", "retention.ms": "1"}),
+        # A comma not followed by key= belongs to the value.
+        ("cleanup.policy=compact,delete,retention.ms=1", {"cleanup.policy": "compact,delete", "retention.ms": "1"}),
+        ("", {}),
+    ],
+)
+def test_topic_configs_parse_into_kafkas_map(monkeypatch: pytest.MonkeyPatch, value: str,
+                                              configs: dict[str, str]) -> None:
+    monkeypatch.setenv("TEXTSTREAM_TOPIC_CONFIGS", value)
+    assert load_settings().topic_config_map == configs
+
+
+@pytest.mark.parametrize(("value", "create"), [("false", False), ("0", False), ("no", False), ("true", True)])
+def test_create_topics_reads_the_usual_booleans(monkeypatch: pytest.MonkeyPatch, value: str, create: bool) -> None:
+    monkeypatch.setenv("TEXTSTREAM_CREATE_TOPICS", value)
+    assert load_settings().create_topics is create
 
 
 @pytest.mark.parametrize(
@@ -29,6 +53,16 @@ def test_defaults_match_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
         ("TEXTSTREAM_INPUT_TOPIC", "bad topic/name"),
         ("TEXTSTREAM_LOG_LEVEL", "chatty"),
         ("TEXTSTREAM_APP_ID", ""),
+        ("TEXTSTREAM_REPLICATION_FACTOR", "0"),
+        ("TEXTSTREAM_REPLICATION_FACTOR", "-2"),
+        ("TEXTSTREAM_REPLICATION_FACTOR", "three"),
+        ("TEXTSTREAM_TOPIC_CONFIGS", "retention.ms"),
+        ("TEXTSTREAM_TOPIC_CONFIGS", "retention.ms="),
+        ("TEXTSTREAM_TOPIC_CONFIGS", "Retention.MS=1"),
+        ("TEXTSTREAM_TOPIC_CONFIGS", "retention.ms=1,retention.ms=2"),
+        ("TEXTSTREAM_TOPIC_CONFIGS", "retention.ms=1,,min.insync.replicas=2"),
+        ("TEXTSTREAM_TOPIC_CONFIGS", "min.insync.replicas 2"),
+        ("TEXTSTREAM_CREATE_TOPICS", "maybe"),
     ],
 )
 def test_invalid_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, var: str, value: str) -> None:

@@ -119,3 +119,39 @@ def test_notify_gives_up_on_a_broker_that_never_answers(monkeypatch: pytest.Monk
     assert any("could not announce pruned" in r.getMessage() for r in caplog.records)
     (p,) = FakeProducer.instances
     assert p.stopped and p.sent == []  # cancelled while starting: the producer was still stopped
+
+
+def _fake_ensure(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    from worker.topics import MissingTopicsError
+
+    calls: list[tuple[Any, ...]] = []
+
+    async def ensure(bootstrap: str, names: list[str], partitions: int, timeout_s: float, **kw: Any) -> list[str]:
+        calls.append((bootstrap, names, partitions, kw["spec"]))
+        if not kw["spec"].create:
+            raise MissingTopicsError("1 topic(s) the worker needs do not exist: texts.models")
+        return names
+    monkeypatch.setattr(events, "ensure_topics", ensure)
+    return calls
+
+
+async def test_with_a_topic_spec_the_models_topic_is_created_first_as_the_worker_would(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.topics import TopicSpec
+
+    calls = _fake_ensure(monkeypatch)
+    spec = TopicSpec(3, {"min.insync.replicas": "2"})
+    await events.announce("broker:9092", "texts.models", {"event": "published"}, spec=spec)
+    assert calls == [("broker:9092", ["texts.models"], 1, spec)] and len(FakeProducer.instances[0].sent) == 1
+
+
+def test_a_models_topic_it_may_not_create_is_logged_and_nothing_is_sent(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from worker.topics import TopicSpec
+
+    calls = _fake_ensure(monkeypatch)
+    with caplog.at_level(logging.WARNING, logger="worker.events"):
+        assert events.notify("broker:9092", "texts.models", {"event": "published"},
+                             spec=TopicSpec(create=False)) is False
+    assert len(calls) == 1 and FakeProducer.instances == []
+    assert "do not exist: texts.models" in caplog.text
