@@ -134,4 +134,4 @@ class TolerantMemoryRecords:
 
 def install() -> None:
     """Make every aiokafka consumer of this process use TolerantMemoryRecords (idempotent)."""
-    fetcher.MemoryRecords = TolerantMemoryRecords  # type: ignore[misc,assignment]
+    fetcher.MemoryRecords = TolerantMemoryRecords
