@@ -47,14 +47,16 @@ def dead_letter(topic: str, limits: Limits, rej: Rejected) -> Outgoing:
     """The dead letter of `rej`: its original bytes, key and headers, then the reason headers. When
     that would be larger than the dead-letter topic takes (only a too_large input can be, when the
     DLQ topic's max.message.bytes is not above the input topic's), the value, key and original
-    headers are left out and `original_dropped` says so: the source headers name the input."""
+    headers are left out (an empty value) and `original_dropped` says so: the source headers name the
+    input."""
     headers = dlq_headers(rej)
     if limits.dead_letter_fits(rej.key, rej.value, headers):
-        return Outgoing(topic, rej.key, rej.value, headers)
+        # aiokafka sends no record without both key and value: a keyless tombstone's dead letter is empty.
+        return Outgoing(topic, rej.key, b"" if rej.value is None and rej.key is None else rej.value, headers)
     sizes = (f"value {len(rej.value or b'')} bytes, key {len(rej.key or b'')} bytes, {len(rej.headers)} headers")
     detail = f"{rej.detail}; original not kept ({sizes}): its dead letter exceeds {limits.dead_letter_bytes} bytes"
     src = rej.source
-    return Outgoing(topic, None, None, [*reason_headers(rej.reason, detail, src.topic, src.partition, src.offset),
+    return Outgoing(topic, None, b"", [*reason_headers(rej.reason, detail, src.topic, src.partition, src.offset),
                                         ("original_dropped", b"true")])
 
 

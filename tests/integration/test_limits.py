@@ -131,7 +131,7 @@ def test_values_keys_and_headers_across_the_limits_at_kafka_defaults(stack: Stac
     for name in ("repro_1048400", "repro_1048450"):
         # Its dead letter with the original bytes would exceed the DLQ topic's limit: it goes without.
         (rec,) = dead[name]
-        assert (reason(name), rec.value, rec.headers["original_dropped"]) == ("too_large", None, "true"), name
+        assert (reason(name), rec.value, rec.key, rec.headers["original_dropped"]) == ("too_large", b"", None, "true"), name
         assert "original not kept" in rec.headers["error_detail"]
     assert worker.alive, worker.log_tail()
 

@@ -127,7 +127,7 @@ def test_an_input_whose_dead_letter_cannot_fit_is_dead_lettered_without_its_byte
     assert isinstance(rej, Rejected) and rej.reason == "too_large"
     (out,) = route(settings, 1, [], [rej], 1.0).outgoing
     headers = dict(out.headers or [])
-    assert (out.value, out.key, headers["original_dropped"], headers["error"]) == (None, None, b"true", b"too_large")
+    assert (out.value, out.key, headers["original_dropped"], headers["error"]) == (b"", None, b"true", b"too_large")
     assert headers["source_offset"] == b"41" and b"original not kept" in headers["error_detail"]
     assert batch_bytes(out.key, out.value, out.headers or []) <= KAFKA_DEFAULT
 
@@ -151,3 +151,15 @@ def test_a_non_utf8_header_key_is_dead_lettered_as_undecodable_with_what_can_be_
     assert r"b'\xff\xfeh'" in rej.detail
     for name, _ in dlq_headers(rej):
         name.encode("utf-8")  # every header can be produced
+
+
+def test_a_keyless_tombstone_is_dead_lettered_with_an_empty_value() -> None:
+    """aiokafka refuses to send a record with neither key nor value (an assertion that stopped the worker)."""
+    rej = decode(None, SRC, max_bytes=1000)
+    assert isinstance(rej, Rejected) and rej.reason == "tombstone"
+    (out,) = route(load_settings(), 1, [], [rej], 1.0).outgoing
+    assert (out.key, out.value, dict(out.headers or [])["error"]) == (None, b"", b"tombstone")
+    keyed = decode(None, SRC, max_bytes=1000, key=b"k")
+    assert isinstance(keyed, Rejected)
+    (out,) = route(load_settings(), 1, [], [keyed], 1.0).outgoing
+    assert (out.key, out.value) == (b"k", None)
