@@ -137,7 +137,8 @@ def test_values_keys_and_headers_across_the_limits_at_kafka_defaults(stack: Stac
 
 
 def test_a_cluster_smaller_than_the_variable_is_refused_at_start(stack: Stack) -> None:
-    worker = stack.start_worker(TEXTSTREAM_MAX_TEXT_BYTES="1048576")
+    stack.max_text_bytes = 1_048_576  # the default before the limits were derived
+    worker = stack.start_worker()
     assert worker.proc.wait(timeout=300) != 0
     log = worker.log.read_text(errors="replace")
     fits = limits.largest_value(KAFKA_DEFAULT, stack.raw)
