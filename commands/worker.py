@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from worker import config, logs
+from worker import config, limits, logs
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # message instead of Faust retrying for ever. So does a topic the broker refuses to create or,
     # with TEXTSTREAM_CREATE_TOPICS=false, any missing topic (all of them named).
     created = asyncio.run(topics.prepare_worker_topics(settings, access, labels))
+    settings = derive_limits(settings, asyncio.run(topics.describe_limits(
+        settings.bootstrap_servers, dead_letter_topic=settings.dlq_topic, output_topics=[settings.output_topic],
+        label_prefix=settings.label_topic_prefix, security=access,
+    )))
     logger.info(
         "worker app_id=%s broker=%s security=%s input=%s output=%s dlq=%s registry=%s version=%d batch_size=%d "
         "batch_max_wait=%.3fs web=%s:%d topics=%s created_topics=%s",
@@ -61,6 +65,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     app.run(settings, Serving(settings.model_dir))
     return 0
+
+
+def derive_limits(settings: config.Settings, cluster: limits.ClusterLimits) -> config.Settings:
+    """The settings with the size limits the cluster allows (ConfigError for a variable set above them)."""
+    for what in cluster.unreadable:
+        logger.warning("cannot read max.message.bytes of %s; assuming Kafka's default %d: set "
+                       "TEXTSTREAM_MAX_DEAD_LETTER_BYTES / TEXTSTREAM_MAX_OUTPUT_BYTES if the cluster's are lower, "
+                       "or grant DescribeConfigs", what, limits.KAFKA_DEFAULT_MAX_MESSAGE_BYTES)
+    derived = limits.derive(settings, cluster)
+    logger.info("size limits: %s (cluster: dead-letter topic max.message.bytes=%s, output and label topics=%s, "
+                "brokers' message.max.bytes=%s)", limits.Limits.of(derived).describe(), cluster.dead_letter_topic,
+                cluster.output_topics, cluster.broker_default)
+    return derived
 
 
 def add_parsers(sub: Any) -> None:

@@ -15,10 +15,11 @@ from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from faust.transport.drivers import aiokafka as faust_kafka
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from worker import bundle, logs
+from worker import bundle, fetching, logs
 from worker.config import Settings
 from worker.health import Health
 from worker.lag import LagProbe
+from worker.limits import Limits
 from worker.publish import Labeller
 from worker.records import Outgoing
 from worker.reload import Reloader, Serving, create_output_topics, follow_model_events
@@ -142,6 +143,7 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
 
 def faust_app(settings: Settings, access: ClientSecurity) -> faust.App:
     """The app with our consumer, producer and web settings; no agents, tasks or pages yet."""
+    fetching.install()  # a record aiokafka cannot decode reaches the labeller instead of stopping its partition
     # Faust wants a data directory even without tables; its parent must exist.
     datadir = Path(tempfile.gettempdir()) / "textstream" / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
@@ -159,13 +161,13 @@ def faust_app(settings: Settings, access: ClientSecurity) -> faust.App:
         # started are labelled too.
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        # Client-side cap only (the broker's message.max.bytes decides): room for a dead-lettered
-        # input of the largest accepted size plus its headers.
-        producer_max_request_size=max(settings.max_text_bytes, settings.max_output_bytes) + 65_536,
+        # Every record we write fits the topic it goes to (worker/limits.py): the producer must
+        # let the largest through, and a batch of several records must fit every topic too.
+        producer_max_request_size=Limits.of(settings).producer_max_request_size,
         # A batch's outputs are handed over at once: let them travel in few, large record batches
         # (Faust's default caps a batch at 16 KB, a handful of outputs). This halves the broker's
-        # CPU per record (bench/throughput.py); 512 KB stays under the broker's 1 MB batch limit.
-        producer_max_batch_size=524_288,
+        # CPU per record (bench/throughput.py); 512 KB, or the smallest topic limit when lower.
+        producer_max_batch_size=Limits.of(settings).producer_batch_bytes,
         # No linger: aiokafka 0.14.0 can leave a lingering batch without a wake-up, so the outputs
         # of a lone record waited for the next record's (tests/integration: a text sent alone).
         # Batches stay large without it: a batch's outputs are all appended before the sender

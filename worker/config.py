@@ -58,10 +58,18 @@ class Settings(BaseSettings):
     # `inter` independent ops at once. 0 = TensorFlow's choice (the number of cores for both).
     inter_op_threads: int = Field(0, ge=0, le=256, description="TensorFlow inter-op threads (0 = number of cores)")
     intra_op_threads: int = Field(0, ge=0, le=256, description="TensorFlow intra-op threads (0 = number of cores)")
-    max_text_bytes: int = Field(1_048_576, ge=1, description="larger record values are dead-lettered")
-    # Kafka's default message.max.bytes is 1,048,588; an output record over this limit would be
-    # refused by the broker and crash-loop the worker, so it is dead-lettered instead.
-    max_output_bytes: int = Field(1_000_000, ge=1024, description="larger output records are dead-lettered")
+    # Size limits (worker/limits.py): unset, each is derived at start from the cluster's
+    # max.message.bytes; a value above what the cluster allows is refused at start.
+    max_text_bytes: int | None = Field(
+        None, ge=1, description="larger input values are dead-lettered as too_large (default: the largest whose dead "
+                                "letter fits the dead-letter topic's max.message.bytes)")
+    max_output_bytes: int | None = Field(
+        None, ge=1024, description="larger output records (key + value + headers, as Kafka counts them) are "
+                                   "dead-lettered as output_too_large (default: the output and label topics' "
+                                   "max.message.bytes)")
+    max_dead_letter_bytes: int | None = Field(
+        None, ge=4096, description="largest dead letter (as Kafka counts it); inputs whose dead letter could be "
+                                   "larger are too_large (default: the dead-letter topic's max.message.bytes)")
     web_port: int = Field(6066, ge=1, le=65535, description="HTTP port of the worker (Faust web)")
     web_host: str = Field("0.0.0.0", description="interface the HTTP port binds to")
     reload_interval: float = Field(10.0, gt=0, le=3600, description="seconds between registry polls for a new version")

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from worker.limits import Limits
 from worker.records import RawRecord, Reason, Rejected, Source, TextMessage
 
 # Fields the worker writes itself; an input field of the same name is replaced.
@@ -33,21 +34,52 @@ def decode(
     value: bytes | None,
     source: Source,
     *,
-    max_bytes: int,
+    max_bytes: int | Limits,
     key: bytes | None = None,
     received_at: float = 0.0,
     timestamp: float | None = None,
     headers: tuple[tuple[str, bytes], ...] = (),
 ) -> TextMessage | Rejected:
-    """Decode one raw record value per the input contract."""
+    """Decode one raw record value per the input contract. `max_bytes`: the largest value, or the
+    worker's limits (which also count the key and headers: the record's dead letter must fit)."""
+    undecodable = _undecodable(headers)
+    if undecodable is not None:
+        detail, repaired = undecodable
+        return Rejected("undecodable_record", detail, value, source, key, repaired)
     try:
-        text, msg_id, fields = _unpack(value, source, max_bytes)
+        text, msg_id, fields = _unpack(value, source, max_bytes, key, headers)
     except _Invalid as exc:
         return Rejected(exc.reason, exc.detail, value, source, key, headers)
     return TextMessage(msg_id, text, source, key, received_at, timestamp, fields)
 
 
-def decode_records(records: Sequence[RawRecord], max_bytes: int,
+def _undecodable(headers: tuple[tuple[str, bytes], ...]) -> tuple[str, tuple[tuple[str, bytes], ...]] | None:
+    """(why, the headers with their keys made valid) of a record whose header keys are not UTF-8,
+    or None. Such keys reach us with their bytes escaped as lone surrogates (worker/fetching.py);
+    Kafka header keys are strings, so they cannot be written back as they were."""
+    bad = [name for name, _ in headers if not _is_utf8(name)]
+    if not bad:
+        return None
+    raw = ", ".join(repr(_key_bytes(name)) for name in bad)
+    detail = (f"header key(s) {raw} are not UTF-8: no Kafka client can decode this record; dead-lettered with "
+              "its value and key, and its headers with U+FFFD for the invalid bytes of their keys")
+    return detail, tuple((_key_bytes(name).decode("utf-8", "replace"), data) for name, data in headers)
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _key_bytes(name: str) -> bytes:
+    """The bytes of a header key as it was in Kafka."""
+    return name.encode("utf-8", "surrogateescape")
+
+
+def decode_records(records: Sequence[RawRecord], max_bytes: int | Limits,
                    received_at: float) -> tuple[list[tuple[RawRecord, TextMessage]], list[Rejected]]:
     """A batch decoded: the valid records with their messages, and the rejected ones (both in order)."""
     valid: list[tuple[RawRecord, TextMessage]] = []
@@ -62,12 +94,17 @@ def decode_records(records: Sequence[RawRecord], max_bytes: int,
     return valid, rejected
 
 
-def _unpack(value: bytes | None, source: Source, max_bytes: int) -> tuple[str, str, dict[str, Any]]:
+def _unpack(value: bytes | None, source: Source, max_bytes: int | Limits, key: bytes | None,
+            headers: tuple[tuple[str, bytes], ...]) -> tuple[str, str, dict[str, Any]]:
     """(text, id, passthrough fields) of a record value; raises _Invalid saying why there are none."""
     if value is None:
         raise _Invalid("tombstone", "record value is null")
-    if len(value) > max_bytes:
-        raise _Invalid("too_large", f"{len(value)} bytes > limit {max_bytes}")
+    if isinstance(max_bytes, Limits):
+        too_large = max_bytes.too_large(key, value, headers)
+    else:
+        too_large = f"{len(value)} bytes > limit {max_bytes}" if len(value) > max_bytes else None
+    if too_large is not None:
+        raise _Invalid("too_large", too_large)
     try:
         decoded = value.decode("utf-8")
     except UnicodeDecodeError as exc:

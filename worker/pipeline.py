@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from worker.bundle import Bundle
 from worker.config import Settings
 from worker.decode import decode_records
+from worker.limits import Limits
 from worker.predict import predict_each
 from worker.records import BatchResult, RawRecord
 from worker.route import route
@@ -19,7 +20,7 @@ from worker.route import route
 
 def process(bundle: Bundle, settings: Settings, records: Sequence[RawRecord]) -> BatchResult:
     """Decode, label and route every record; each input yields output on texts.labeled or texts.dlq."""
-    valid, rejected = decode_records(records, settings.max_text_bytes, received_at=time.time())
+    valid, rejected = decode_records(records, Limits.of(settings), received_at=time.time())
     predictions = predict_each(bundle, [msg for _, msg in valid])
     labelled = ((rec, msg, pred) for (rec, msg), pred in zip(valid, predictions, strict=True))
     return route(settings, bundle.version, labelled, rejected, processed_at=time.time())

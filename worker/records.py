@@ -20,6 +20,7 @@ Reason = Literal[
     "empty_text",
     "output_too_large",
     "model_error",
+    "undecodable_record",
 ]
 REASONS: tuple[Reason, ...] = Reason.__args__  # type: ignore[attr-defined]
 

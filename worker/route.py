@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from worker.config import Settings
+from worker.limits import Limits, reason_headers
 from worker.records import BatchResult, Outgoing, Prediction, RawRecord, Rejected, TextMessage
 from worker.topics import label_topic
 
@@ -37,8 +38,26 @@ def route(settings: Settings, model_version: int,
         published.append(pred)
         outgoing.append(Outgoing(settings.output_topic, msg.key, value))
         outgoing.append(Outgoing(label_topic(settings.label_topic_prefix, pred.label), msg.key, value))
-    outgoing.extend(Outgoing(settings.dlq_topic, rej.key, rej.value, dlq_headers(rej)) for rej in dead)
+    limits = Limits.of(settings)
+    outgoing.extend(dead_letter(settings.dlq_topic, limits, rej) for rej in dead)
     return BatchResult(outgoing, published, dead, model_version)
+
+
+def dead_letter(topic: str, limits: Limits, rej: Rejected) -> Outgoing:
+    """The dead letter of `rej`: its original bytes, key and headers, then the reason headers. When
+    that would be larger than the dead-letter topic takes (only a too_large input can be, when the
+    DLQ topic's max.message.bytes is not above the input topic's), the value, key and original
+    headers are left out (an empty value) and `original_dropped` says so: the source headers name the
+    input."""
+    headers = dlq_headers(rej)
+    if limits.dead_letter_fits(rej.key, rej.value, headers):
+        # aiokafka sends no record without both key and value: a keyless tombstone's dead letter is empty.
+        return Outgoing(topic, rej.key, b"" if rej.value is None and rej.key is None else rej.value, headers)
+    sizes = (f"value {len(rej.value or b'')} bytes, key {len(rej.key or b'')} bytes, {len(rej.headers)} headers")
+    detail = f"{rej.detail}; original not kept ({sizes}): its dead letter exceeds {limits.dead_letter_bytes} bytes"
+    src = rej.source
+    return Outgoing(topic, None, b"", [*reason_headers(rej.reason, detail, src.topic, src.partition, src.offset),
+                                        ("original_dropped", b"true")])
 
 
 def encode_checked(settings: Settings, rec: RawRecord, msg: TextMessage, pred: Prediction, model_version: int,
@@ -51,10 +70,12 @@ def encode_checked(settings: Settings, rec: RawRecord, msg: TextMessage, pred: P
         # deeper would make this batch raise, stop the worker uncommitted and do it again after
         # every restart (a crash loop on one record). Dead-letter it like any bad input.
         return Rejected.of(rec, "invalid_json", f"the output record cannot be written back: {exc}")
-    if len(value) > settings.max_output_bytes:
+    limits = Limits.of(settings)
+    size = limits.output_fits(msg.key, value)
+    if size is not None:
         # JSON escaping can make the output several times larger than the input.
         return Rejected.of(rec, "output_too_large",
-                           f"output record {len(value)} bytes > limit {settings.max_output_bytes}")
+                           f"output record {size} bytes (key + value, as Kafka counts it) > limit {limits.output_bytes}")
     return value
 
 
@@ -81,14 +102,8 @@ def encode_result(
 
 def dlq_headers(rej: Rejected) -> list[tuple[str, bytes]]:
     """Reason and provenance headers of a dead-lettered record (original headers kept first)."""
-    return [
-        *rej.headers,
-        ("error", rej.reason.encode()),
-        ("error_detail", rej.detail.encode("utf-8", "replace")[:1000]),
-        ("source_topic", rej.source.topic.encode()),
-        ("source_partition", str(rej.source.partition).encode()),
-        ("source_offset", str(rej.source.offset).encode()),
-    ]
+    src = rej.source
+    return [*rej.headers, *reason_headers(rej.reason, rej.detail, src.topic, src.partition, src.offset)]
 
 
 def output_topics(settings: Settings, labels: Sequence[str]) -> list[str]:

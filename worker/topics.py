@@ -12,15 +12,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError, for_code
 
 from worker.config import ENV_PREFIX, Settings
 from worker.errors import TextstreamError
+from worker.limits import ClusterLimits
 from worker.security import PLAINTEXT, BrokerUnavailable, ClientSecurity, unreachable
 
-__all__ = ["BrokerUnavailable", "LabelTopicError", "MissingTopicsError", "TopicCreationError", "TopicSpec", "check_label_topics",
-           "ensure_topics", "faust_internal_topics", "label_topic", "label_topic_problems", "prepare_worker_topics",
-           "require_topics", "worker_topics"]
+__all__ = ["BrokerUnavailable", "LabelTopicError", "MissingTopicsError", "TopicCreationError", "TopicSpec",
+           "check_label_topics", "describe_limits", "ensure_topics", "faust_internal_topics", "label_topic",
+           "label_topic_problems", "prepare_worker_topics", "require_topics", "worker_topics"]
 
 logger = logging.getLogger(__name__)
 
@@ -247,3 +249,39 @@ async def prepare_worker_topics(settings: Settings, security: ClientSecurity, la
     created = await ensure_topics(settings.bootstrap_servers, partitioned, settings.topic_partitions,
                                   security=security, spec=spec)
     return created + await ensure_topics(settings.bootstrap_servers, single, 1, security=security, spec=spec)
+
+
+async def describe_limits(bootstrap: str, *, dead_letter_topic: str, output_topics: Iterable[str], label_prefix: str,
+                          timeout_s: float = 30, security: ClientSecurity = PLAINTEXT) -> ClusterLimits:
+    """max.message.bytes of the topics the worker writes (the DLQ topic; the output topic and every
+    existing label topic) and the brokers' message.max.bytes (what label topics created later get).
+    A value the principal may not read (no DescribeConfigs right) is None, and `unreadable` says so."""
+    admin = await _admin(bootstrap, timeout_s, security)
+    try:
+        existing = set(await admin.list_topics())
+        outputs = sorted({*output_topics, *(t for t in existing if label_prefix and t.startswith(label_prefix))}
+                         & existing)
+        wanted = sorted({dead_letter_topic, *outputs} & existing)
+        brokers = sorted(b.nodeId for b in admin._client.cluster.brokers())  # aiokafka has no public list
+        resources = [ConfigResource(ConfigResourceType.TOPIC, t, {"max.message.bytes": None}) for t in wanted]
+        resources += [ConfigResource(ConfigResourceType.BROKER, str(b), {"message.max.bytes": None}) for b in brokers]
+        found: dict[tuple[int, str], int] = {}
+        unreadable: list[str] = []
+        for response in await admin.describe_configs(resources):
+            for error_code, error_message, kind, name, entries in (r[:5] for r in response.resources):
+                if error_code:
+                    unreadable.append(f"{'topic' if kind == ConfigResourceType.TOPIC else 'broker'} {name}: "
+                                      f"{for_code(error_code).__name__} {error_message or ''}".strip())
+                    continue
+                for entry in entries:
+                    if entry[0] in ("max.message.bytes", "message.max.bytes") and entry[1] is not None:
+                        found[(int(kind), str(name))] = int(entry[1])
+    finally:
+        await admin.close()
+    topic, broker = int(ConfigResourceType.TOPIC), int(ConfigResourceType.BROKER)
+    output_limits = [found[(topic, t)] for t in outputs if (topic, t) in found]
+    broker_limits = [found[(broker, str(b))] for b in brokers if (broker, str(b)) in found]
+    return ClusterLimits(dead_letter_topic=found.get((topic, dead_letter_topic)),
+                         output_topics=min(output_limits) if output_limits else None,
+                         broker_default=min(broker_limits) if broker_limits else None,
+                         unreadable=tuple(unreadable))
