@@ -1,6 +1,6 @@
 """The three-node cluster (devkit/cluster.py), started once per test session, and one worker on it
 logged in as `User:worker` (SCRAM-SHA-512, ACLs: read/write/describe its topics and group, no
-CREATE) with every topic pre-created by the admin. A cluster that cannot start is a failure, never
+CREATE but on the literal name of Faust's assignor topic) with every topic pre-created by the admin. A cluster that cannot start is a failure, never
 a skip."""
 
 from __future__ import annotations
