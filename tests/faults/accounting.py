@@ -187,11 +187,14 @@ def report(result: Tally) -> None:
 
 class Producer:
     """Sends `values` to `topic` at `rate` records/s in a background thread: a stream that keeps
-    flowing while the test kills things. `sent` counts the records Kafka acknowledged."""
+    flowing while the test kills things. `sent` counts the records Kafka acknowledged, `queued` the
+    records handed to the client; `set_rate` changes the pace from the next record on."""
 
     def __init__(self, bootstrap: str, topic: str, values: Sequence[bytes | None], rate: float) -> None:
         self.bootstrap, self.topic, self.values, self.rate = bootstrap, topic, values, rate
         self.sent = 0
+        self.queued = 0
+        self._new_rate: float | None = None
         self.error: BaseException | None = None
         asyncio.run(topics.ensure_topics(bootstrap, [topic], 4))
         self._thread = threading.Thread(target=self._run, name="producer", daemon=True)
@@ -210,15 +213,18 @@ class Producer:
                                     request_timeout_ms=120_000, max_request_size=16 * 1024 * 1024)
         await producer.start()
         try:
-            start = time.monotonic()
+            start, first, rate = time.monotonic(), 0, self.rate
             pending: list[asyncio.Future[object]] = []
             for i, value in enumerate(self.values):
-                due = start + i / self.rate
+                if self._new_rate is not None:
+                    start, first, rate, self._new_rate = time.monotonic(), i, self._new_rate, None
+                due = start + (i - first) / rate
                 if due > time.monotonic() + 0.001:
                     await asyncio.sleep(due - time.monotonic())
                 # aiokafka refuses a record with neither key nor value: a tombstone gets a key.
                 key = client.key_of(value, "id") if value is not None else b"tombstone"
                 pending.append(await producer.send(self.topic, value, key=key))
+                self.queued = i + 1
                 if len(pending) >= 500:
                     await asyncio.gather(*pending)
                     self.sent += len(pending)
@@ -227,6 +233,11 @@ class Producer:
             self.sent += len(pending)
         finally:
             await producer.stop()
+
+    def set_rate(self, rate: float) -> None:
+        if rate <= 0:
+            raise ValueError(f"rate {rate}")
+        self.rate = self._new_rate = rate
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
