@@ -327,16 +327,13 @@ class AclBinding:
 def worker_acls(principal: str, topic_prefix: str, group: str, topics: Sequence[str] = ()) -> list[AclBinding]:
     """What a worker principal needs and no more: read, write and describe the topics under
     `topic_prefix` (input, output, dead letters, models, label topics) and the literal `topics`
-    (Faust's `<app_id>-__assignor-__leader`), and read/describe its consumer group. No CREATE on the
-    prefix or the cluster; CREATE on exactly the literal `topics`, because Faust's leader assignor
-    sends CreateTopics for its topic at every start even when it exists (its producer's metadata
-    does not list it yet), and Kafka answers TOPIC_AUTHORIZATION_FAILED to an unauthorised creation
-    of an existing topic, which stops the worker. With CREATE the answer is TOPIC_ALREADY_EXISTS,
-    which Faust ignores. A gap until the worker has a mode that declares nothing."""
+    (Faust's `<app_id>-__assignor-__leader`), and read/describe its consumer group. No CREATE
+    anywhere: the worker runs with TEXTSTREAM_CREATE_TOPICS=false, checks that its topics exist, and
+    Faust declares none of its own (topic_allow_declare off), so nothing sends CreateTopics (Kafka
+    answers TOPIC_AUTHORIZATION_FAILED to an unauthorised creation even of an existing topic)."""
     out = [AclBinding(principal, op, "TOPIC", topic_prefix, "PREFIXED")
            for op in ("READ", "WRITE", "DESCRIBE", "DESCRIBE_CONFIGS")]
-    out += [AclBinding(principal, op, "TOPIC", name) for name in topics
-            for op in ("READ", "WRITE", "DESCRIBE", "CREATE")]
+    out += [AclBinding(principal, op, "TOPIC", name) for name in topics for op in ("READ", "WRITE", "DESCRIBE")]
     out += [AclBinding(principal, op, "GROUP", group) for op in ("READ", "DESCRIBE")]
     return out
 

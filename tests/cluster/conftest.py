@@ -1,7 +1,7 @@
 """The three-node cluster (devkit/cluster.py), started once per test session, and one worker on it
 logged in as `User:worker` (SCRAM-SHA-512, ACLs: read/write/describe its topics and group, no
-CREATE but on the literal name of Faust's assignor topic) with every topic pre-created by the admin. A cluster that cannot start is a failure, never
-a skip."""
+CREATE) with every topic pre-created by the admin and TEXTSTREAM_CREATE_TOPICS=false. A cluster that
+cannot start is a failure, never a skip."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def worker_env(cluster: kcluster.ClusterConfig, ns: Namespace, model_dir: Path) 
     return ns.env(cluster.sasl_bootstrap, model_dir, TEXTSTREAM_TOPIC_PARTITIONS=str(PARTITIONS),
                   TEXTSTREAM_MAX_TEXT_BYTES="2000", TEXTSTREAM_SECURITY_PROTOCOL="SASL_PLAINTEXT",
                   TEXTSTREAM_SASL_MECHANISM="SCRAM-SHA-512", TEXTSTREAM_SASL_USERNAME=USER,
-                  TEXTSTREAM_SASL_PASSWORD=PASSWORD)
+                  TEXTSTREAM_SASL_PASSWORD=PASSWORD, TEXTSTREAM_CREATE_TOPICS="false")
 
 
 def worker_topics(ns: Namespace, labels: list[str]) -> list[str]:
