@@ -82,13 +82,15 @@ def test_a_flood_of_1mb_records_stays_under_the_stated_rss_bound(stack: Stack, t
     sampler.start()
     try:
         stack.wait_ready(worker)
+        at_ready = worker.rss_bytes()  # about R0: records start flowing now
         wait_until(lambda: not worker.alive or asyncio.run(end_offsets(stack.bootstrap, [stack.labeled, stack.dlq]))
                    >= RECORDS, 900, f"{RECORDS} outputs", poll=1.0)
     finally:
         done.set()
         sampler.join()
     assert worker.alive, worker.log_tail()
-    print(f"peak RSS {peak[0] / 1_048_576:.0f} MiB over {samples[0]} samples; bound {bound / 1_048_576:.0f} MiB")
+    print(f"RSS at ready {at_ready / 1_048_576:.0f} MiB, peak {peak[0] / 1_048_576:.0f} MiB over {samples[0]} samples; "
+          f"bound {bound / 1_048_576:.0f} MiB")
     assert samples[0] > 10
     assert peak[0] < bound, f"peak RSS {peak[0] / 1_048_576:.0f} MiB >= {bound / 1_048_576:.0f} MiB"
 
