@@ -27,7 +27,7 @@ SAMPLE_S = 0.5
 def stated_bound() -> int:
     """The RSS bound at the defaults, as docs/operations.md states it ("under **N MiB**")."""
     text = (REPO / "docs" / "operations.md").read_text()
-    found = re.search(r"RSS bound at the defaults[^*]*\*\*([\d,]+) MiB\*\*", text)
+    found = re.search(r"RSS bound at\s+the\s+defaults[^*]*\*\*([\d,]+) MiB\*\*", text)
     assert found, "docs/operations.md states no RSS bound"
     return int(found.group(1).replace(",", "")) * 1_048_576
 
