@@ -4,15 +4,18 @@ the worker's RSS stays under the bound docs/operations.md states, and every reco
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from tests.integration.conftest import REPO, Stack, wait_until
+from tests.integration.conftest import REPO, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -40,14 +43,24 @@ def flood_values(first: int, count: int) -> list[bytes]:
     return [(b"flood %06d " % i + filler)[:SIZE] for i in range(first, first + count)]
 
 
-async def end_offsets(bootstrap: str, topics: list[str]) -> int:
+async def outputs_of(bootstrap: str, topics: list[str], until: Callable[[int], bool], timeout: float) -> int:
+    """Records on `topics` (the sum of their end offsets, polled each second) once `until(count)`
+    holds, or after `timeout`: one consumer throughout, group-less, reading no values."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
+    count = 0
     try:
-        parts = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
-        return sum((await consumer.end_offsets(parts)).values()) if parts else 0
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            parts = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
+            count = sum((await consumer.end_offsets(parts)).values()) if parts else 0
+            if until(count):
+                break
+            await asyncio.sleep(1.0)
     finally:
-        await consumer.stop()
+        with contextlib.suppress(asyncio.CancelledError):  # aiokafka 0.14's group-less stop may raise it
+            await consumer.stop()
+    return count
 
 
 async def sources(bootstrap: str, topic: str, expected: int) -> list[tuple[int, int]]:
@@ -83,17 +96,18 @@ def test_a_flood_of_1mb_records_stays_under_the_stated_rss_bound(stack: Stack, t
     try:
         stack.wait_ready(worker)
         at_ready = worker.rss_bytes()  # about R0: records start flowing now
-        wait_until(lambda: not worker.alive or asyncio.run(end_offsets(stack.bootstrap, [stack.labeled, stack.dlq]))
-                   >= RECORDS, 900, f"{RECORDS} outputs", poll=1.0)
+        out = asyncio.run(outputs_of(stack.bootstrap, [stack.labeled, stack.dlq],
+                                     lambda n: n >= RECORDS or not worker.alive, timeout=900))
     finally:
         done.set()
         sampler.join()
     assert worker.alive, worker.log_tail()
+    assert out >= RECORDS, f"{out} of {RECORDS} outputs after 900 s"
     print(f"RSS at ready {at_ready / 1_048_576:.0f} MiB, peak {peak[0] / 1_048_576:.0f} MiB over {samples[0]} samples; "
           f"bound {bound / 1_048_576:.0f} MiB")
     assert samples[0] > 10
     assert peak[0] < bound, f"peak RSS {peak[0] / 1_048_576:.0f} MiB >= {bound / 1_048_576:.0f} MiB"
 
-    assert asyncio.run(end_offsets(stack.bootstrap, [stack.dlq])) == 0  # nothing dead-lettered
-    out = asyncio.run(sources(stack.bootstrap, stack.labeled, RECORDS))
-    assert len(out) == len(set(out)) == RECORDS  # each input labelled, once
+    assert asyncio.run(outputs_of(stack.bootstrap, [stack.dlq], lambda n: True, timeout=60)) == 0  # none dead-lettered
+    labelled = asyncio.run(sources(stack.bootstrap, stack.labeled, RECORDS))
+    assert len(labelled) == len(set(labelled)) == RECORDS  # each input labelled, once
