@@ -52,6 +52,7 @@ async def outputs_of(bootstrap: str, topics: list[str], until: Callable[[int], b
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            await consumer.topics()  # refreshes the metadata: the partitions of topics created since start
             parts = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
             count = sum((await consumer.end_offsets(parts)).values()) if parts else 0
             if until(count):
