@@ -16,6 +16,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from tests.integration.conftest import REPO, Stack
+from worker import client
 
 pytestmark = pytest.mark.integration
 
@@ -52,8 +53,9 @@ async def outputs_of(bootstrap: str, topics: list[str], until: Callable[[int], b
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            await consumer.topics()  # refreshes the metadata: the partitions of topics created since start
-            parts = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
+            # a group-less consumer knows no topic's partitions until asked (worker.client does that)
+            parts = [TopicPartition(t, p) for t, ps in (await client.partitions_of(consumer, topics, 60)).items()
+                     for p in ps]
             count = sum((await consumer.end_offsets(parts)).values()) if parts else 0
             if until(count):
                 break
@@ -66,8 +68,6 @@ async def outputs_of(bootstrap: str, topics: list[str], until: Callable[[int], b
 
 async def sources(bootstrap: str, topic: str, expected: int) -> list[tuple[int, int]]:
     """(partition, offset) of the input of each record on `topic` (values parsed one at a time)."""
-    from worker import client
-
     seen: list[tuple[int, int]] = []
     async for rec in client.follow(bootstrap, [topic], idle_timeout=10, max_records=expected):
         src = orjson.loads(rec.value or b"")["source"]
