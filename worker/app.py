@@ -16,6 +16,7 @@ from faust.transport.drivers import aiokafka as faust_kafka
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from worker import bundle, fetching, logs
+from worker.budget import Budget
 from worker.config import Settings
 from worker.health import Health
 from worker.lag import LagProbe
@@ -48,6 +49,7 @@ def broker_credentials(access: ClientSecurity) -> faust.types.auth.CredentialsT 
 def transport(app: faust.App, settings: Settings) -> Any:
     """Faust's aiokafka transport with our fetch sizes (Faust has no setting for them)."""
     wait_ms = round(settings.fetch_max_wait * 1000)
+    budget = Budget.of(settings)
 
     class ConsumerThread(faust_kafka.AIOKafkaConsumerThread):
         def _create_worker_consumer(self, transport_: Any) -> Any:
@@ -55,6 +57,9 @@ def transport(app: faust.App, settings: Settings) -> Any:
             # Faust passes no fetch_min_bytes and a fixed fetch_max_wait_ms; aiokafka reads both
             # from these attributes when the consumer starts (tests/agents check that they exist).
             consumer._fetch_min_bytes, consumer._fetch_max_wait_ms = FETCH_MIN_BYTES, wait_ms
+            # Fetch sizes from TEXTSTREAM_MAX_BUFFERED_BYTES (worker/budget.py), read on start too.
+            consumer._fetch_max_bytes = budget.fetch_max_bytes
+            consumer._max_partition_fetch_bytes = budget.partition_fetch_bytes
             return consumer
 
     class WorkerConsumer(faust_kafka.Consumer):
@@ -174,6 +179,9 @@ def faust_app(settings: Settings, access: ClientSecurity) -> faust.App:
         # task runs (3 bursts each: the same throughput as with 5 ms).
         producer_linger=0.0,
         web_port=settings.web_port, web_bind=settings.web_host, web_in_thread=False,
+        # Events between the consumer and the agent: Faust counts them; worker/budget.py derives the
+        # count from TEXTSTREAM_MAX_BUFFERED_BYTES (Faust's default, 4,096, is 4 GiB of 1 MiB records).
+        stream_buffer_maxsize=Budget.of(settings).stream_buffer,
         datadir=str(datadir),
         broker_rebalance_timeout=20,
         # A worker that died (kill -9, lost host) keeps its partitions until its session times out:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -23,13 +24,20 @@ class Backlog(Generic[T]):
     `linger`: how long a free model may wait for a partial batch to fill, counted from the arrival
     of its oldest item (0: start at once). `limit`: the most items that may wait; the producer of
     items waits for `room` beyond it, which holds the Kafka consumer back instead of buffering
-    without end.
+    without end. `max_bytes` (with `size`, an item's bytes): the most bytes of items held, from
+    `put_nowait` until the caller `release`s them (after their outputs were acknowledged), so taken
+    items still count while they are labelled and sent. It admits while under `max_bytes`, so the
+    last item admitted may pass it by its own size, and an item is always admitted when nothing is
+    held: a single item larger than `max_bytes` waits its turn instead of stopping everything.
     """
 
-    def __init__(self, batch_size: int, linger: float, limit: int) -> None:
-        if batch_size < 1 or limit < batch_size or linger < 0:
-            raise ValueError("need batch_size >= 1, limit >= batch_size and linger >= 0")
+    def __init__(self, batch_size: int, linger: float, limit: int, max_bytes: int | None = None,
+                 size: Callable[[T], int] = lambda item: 0) -> None:
+        if batch_size < 1 or limit < batch_size or linger < 0 or (max_bytes is not None and max_bytes < 1):
+            raise ValueError("need batch_size >= 1, limit >= batch_size, linger >= 0 and max_bytes >= 1")
         self.batch_size, self.linger, self.limit = batch_size, linger, limit
+        self.max_bytes, self._size = max_bytes, size
+        self.held_bytes = 0  # of items put and not yet released
         self._items: deque[tuple[float, T]] = deque()
         self._arrived = asyncio.Event()
         self._space = asyncio.Event()
@@ -38,13 +46,20 @@ class Backlog(Generic[T]):
         return len(self._items)
 
     def full(self) -> bool:
-        return len(self._items) >= self.limit
+        over_bytes = self.max_bytes is not None and self.held_bytes >= self.max_bytes
+        return len(self._items) >= self.limit or over_bytes
 
     def put_nowait(self, item: T) -> None:
         if self.full():
             raise OverflowError("backlog is full")
         self._items.append((time.monotonic(), item))
+        self.held_bytes += self._size(item)
         self._arrived.set()
+
+    def release(self, items: Iterable[T]) -> None:
+        """Taken items the caller is done with (their outputs acknowledged): their bytes no longer count."""
+        self.held_bytes -= sum(self._size(item) for item in items)
+        self._space.set()
 
     async def room(self) -> None:
         """Returns once the backlog is not full."""

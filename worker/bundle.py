@@ -36,6 +36,10 @@ ENCODER = "encoder.keras"
 CENTROIDS = "centroids.npy"
 BUNDLE_FILES = (CLASSIFIER, ENCODER, CENTROIDS)
 CHUNK = 64  # texts per model call after sorting a batch by length (bench/throughput.py)
+# Characters per model call at most (a longer text goes alone): TensorFlow's tokenisation keeps about
+# 14 bytes per byte of word-rich text while a call runs (64 texts of 1 MB: +1 GB), so calls over
+# large texts are cut by size too; 4 M characters cost ~60 MB. Short texts never reach it.
+CHUNK_CHARS = 4_000_000
 
 _runtime_prepared = threading.Event()
 
@@ -87,17 +91,29 @@ def prepare_runtime(settings: Settings) -> None:
     logger.info("TensorFlow and Keras imported in %.1fs", time.perf_counter() - started)
 
 
-def length_chunks(texts: Sequence[str], size: int) -> list[list[int]]:
+def length_chunks(texts: Sequence[str], size: int, max_chars: int = CHUNK_CHARS) -> list[list[int]]:
     """Indices of `texts` in chunks of about `size`, shortest texts first.
 
     Keras runs a call's LSTM as many steps as its longest text (up to the model's cut), so a short
     email batched with news articles pays for their length; sorted chunks pay only for their own.
     The packed LSTM pays per token anyway, but chunks still bound its memory (steps x texts x 4
     units of floats per direction, 17 MB for 64 texts of 256 tokens) and its steps per call.
+    Chunks are also cut where they would pass `max_chars` characters (a text longer than that goes alone).
     """
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     n = max(1, round(len(order) / size))
-    return [list(chunk) for chunk in np.array_split(np.array(order, dtype=np.int64), n)] if order else []
+    chunks: list[list[int]] = []
+    for chunk in np.array_split(np.array(order, dtype=np.int64), n) if order else []:
+        current: list[int] = []
+        chars = 0
+        for i in chunk.tolist():
+            if current and chars + len(texts[i]) > max_chars:
+                chunks.append(current)
+                current, chars = [], 0
+            current.append(i)
+            chars += len(texts[i])
+        chunks.append(current)
+    return chunks
 
 
 def compile_infer(classifier: Any, encoder: Any, chunk: int = CHUNK, packed: bool = True) -> InferFn:

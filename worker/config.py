@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     ssl_certfile: Path | None = Field(None, description="PEM client certificate (chain) for TLS client authentication")
     ssl_keyfile: Path | None = Field(None, description="PEM private key of the client certificate")
     ssl_key_password: SecretStr | None = Field(None, description="password of an encrypted private key (never logged)")
+    # Records held in memory (fetched, buffered, waiting or in flight), in bytes: worker/budget.py
+    # splits it, docs/operations.md gives the RSS it bounds. 256 MiB fits the 2 GiB pod of deploy/k8s.
+    max_buffered_bytes: int = Field(268_435_456, ge=8_388_608, le=68_719_476_736,
+                                    description="bytes of consumed records the worker holds in memory at most "
+                                                "(backlog, Faust's buffer, fetches; each may exceed its share by "
+                                                "one record)")
 
     @field_validator("broker")
     @classmethod

@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar
 
 from worker import metrics, pipeline
 from worker.batching import Backlog
+from worker.budget import Budget, record_bytes
 from worker.config import Settings
 from worker.records import BatchResult, Outgoing, RawRecord
 from worker.reload import Serving
@@ -50,8 +51,12 @@ class Labeller(Generic[E]):
                  to_raw: Callable[[E], RawRecord] = event_record) -> None:
         self.settings, self.serving = settings, serving
         self._send, self._ack, self._crash, self._to_raw = send, ack, crash, to_raw
-        # Bounded at two batches: a full backlog stops `consume`, and with it the consumer.
-        self.backlog: Backlog[E] = Backlog(settings.batch_size, settings.batch_max_wait, 2 * settings.batch_size)
+        # Bounded at two batches waiting, and at the labeller's share of TEXTSTREAM_MAX_BUFFERED_BYTES
+        # from the backlog until the outputs are acknowledged: a full backlog stops `consume`, and
+        # with it the consumer.
+        self.backlog: Backlog[E] = Backlog(settings.batch_size, settings.batch_max_wait, 2 * settings.batch_size,
+                                           max_bytes=Budget.of(settings).labeller_bytes,
+                                           size=lambda event: record_bytes(self._to_raw(event)))
         # One inference thread: TensorFlow parallelises inside the call, and batches stay ordered.
         self._infer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._crashing: asyncio.Future[Any] | None = None
@@ -123,6 +128,7 @@ class Labeller(Generic[E]):
         for event in events:
             await self._ack(event)
         metrics.IN_FLIGHT.dec(len(events))
+        self.backlog.release(events)
 
     def _observe(self, records: list[RawRecord], result: BatchResult) -> None:
         """Metrics and log lines of a batch whose outputs Kafka acknowledged."""

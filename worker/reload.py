@@ -75,7 +75,8 @@ class Serving:
 
     def poll(self) -> Bundle | None:
         """Load the version the registry asks for, if it is not the one serving. Blocking: call it
-        in a thread. Returns the new bundle (not yet serving) or None; raises TextstreamError."""
+        in a thread. Returns the new bundle (not yet serving) or None; raises what the load raised (any
+        Exception: the registry's OSError, TensorFlow's errors, MemoryError, a BundleError)."""
         state = fingerprint(self.root)
         if state == self._failed_at:
             return None  # same registry as at the last failure: retrying would fail the same way
@@ -109,7 +110,9 @@ class Serving:
         self.last_error_at = time.time()
         self.reloads["failure"] += 1
         metrics.RELOADS.labels("failure").inc()
-        logger.error("model reload failed, still serving version %s: %s", self.version, self.last_error)
+        # The project's own errors say what is wrong; for any other kind the traceback says where.
+        logger.error("model reload failed, still serving version %s: %s", self.version, self.last_error,
+                     exc_info=None if isinstance(exc, TextstreamError) else exc)
 
     def status(self) -> dict[str, Any]:
         b = self.bundle
@@ -181,10 +184,15 @@ class Reloader:
                 new = await asyncio.get_running_loop().run_in_executor(self._pool, self._load_next)
             if new is not None:
                 await self._create_topics(new.labels)
-        except TextstreamError as exc:
+        except Exception as exc:  # any failure: an OSError from the registry, TensorFlow, MemoryError
+            # Whatever a load raises, the serving version stays; an escaping error would stop every
+            # worker, and each restart would meet the same version again. CancelledError,
+            # KeyboardInterrupt and SystemExit are not Exceptions: they still stop the task.
             self.serving.fail(exc)
             if self.serving.bundle is None:  # nothing to fall back to at start: fail fast and loud
                 await self._crash(exc)
+            else:  # free what the failed load left behind (half a graph after a MemoryError)
+                await asyncio.get_running_loop().run_in_executor(self._pool, gc.collect)
             return None
         return new
 

@@ -150,4 +150,13 @@ async def test_the_worker_consumer_fetches_in_batches_of_bytes(app_and_producer:
     assert (default._fetch_min_bytes, default._fetch_max_wait_ms) == (1, 500)
     assert consumer._fetch_min_bytes == app_module.FETCH_MIN_BYTES == 262_144
     assert consumer._fetch_max_wait_ms == 10  # TEXTSTREAM_FETCH_MAX_WAIT's default, 0.01 s
+    # TEXTSTREAM_MAX_BUFFERED_BYTES' default (256 MiB): an eighth per fetch, 1 MiB per partition
+    assert (default._fetch_max_bytes, default._max_partition_fetch_bytes) == (52_428_800, 1_048_576)
+    assert (consumer._fetch_max_bytes, consumer._max_partition_fetch_bytes) == (33_554_432, 1_048_576)
+    # Faust's stream buffer counts events: a quarter of the budget in records of the largest input
+    assert app.conf.stream_buffer_maxsize == 4096  # 64 MiB / 1,000 bytes, capped at Faust's default
+    from worker.security import from_settings
+
+    at_defaults = load_settings(app_id="agent-test-defaults")
+    assert app_module.faust_app(at_defaults, from_settings(at_defaults)).conf.stream_buffer_maxsize == 64
     assert consumer._group_id == "agent-test"  # still Faust's worker consumer, with its other settings

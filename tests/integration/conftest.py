@@ -30,7 +30,7 @@ class Stack:
     model_dir: Path
     log_dir: Path
     namespace: Namespace = field(default_factory=lambda: Namespace.fresh("it"))
-    max_text_bytes: int = 2000
+    max_text_bytes: int | None = 2000  # None: derived from the cluster, as in production
     workers: list[Worker] = field(default_factory=list)
 
     @property
@@ -53,8 +53,9 @@ class Stack:
         return self.namespace.label_topic(label)
 
     def env(self, **overrides: str) -> dict[str, str]:
-        return self.namespace.env(self.bootstrap, self.model_dir, TEXTSTREAM_MAX_TEXT_BYTES=str(self.max_text_bytes),
-                                  TEXTSTREAM_TOPIC_PARTITIONS="4", **overrides)
+        limit = {} if self.max_text_bytes is None else {"TEXTSTREAM_MAX_TEXT_BYTES": str(self.max_text_bytes)}
+        return self.namespace.env(self.bootstrap, self.model_dir, TEXTSTREAM_TOPIC_PARTITIONS="4",
+                                  **{**limit, **overrides})
 
     def start_worker(self, **env: str) -> Worker:
         worker = Worker(self.env(**env), self.log_dir / f"worker-{len(self.workers)}.log")

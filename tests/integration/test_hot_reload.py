@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import time
 import uuid
@@ -16,6 +17,7 @@ import pytest
 from devkit.stack import free_ports
 from tests.factories import copy_registry
 from tests.integration.conftest import Stack, Worker, wait_until
+from tests.integration.test_startup import SLOW_START
 from worker import events, registry
 
 pytestmark = pytest.mark.integration
@@ -189,3 +191,29 @@ def test_models_commands_announce_and_status_shows_the_workers(
     assert main(["models", "status", "--worker", url, "--worker", dead]) == 1
     table = capsys.readouterr().out
     assert url in table and f"{dead}" in table and "unreachable" in table
+
+
+def test_a_version_folder_pruned_mid_load_keeps_the_worker_serving(stack: Stack, reg: Path, tmp_path: Path) -> None:
+    """The trainer publishes version 3 and prunes to one version while the worker hashes version
+    2's files: the folder vanishes mid-load (a FileNotFoundError, which used to escape the reload
+    and stop the worker). The worker keeps serving version 1, reports the failure, loads version 3."""
+    gate = tmp_path / "hash-gate"
+    gate.mkdir()
+    worker = stack.start_worker(PYTHONPATH=os.pathsep.join([str(SLOW_START), os.environ.get("PYTHONPATH", "")]),
+                                TEXTSTREAM_TEST_HASH_GATE=str(gate), TEXTSTREAM_TEST_HASH_GATE_VERSION="2",
+                                TEXTSTREAM_RELOAD_INTERVAL="0.3")
+    stack.wait_ready(worker)
+    assert worker.status()["model_version"] == 1
+    stage_version(reg)
+    wait_until((gate / "holding").exists, 60, "the worker hashing version 2's files")
+    v3 = stage_version(reg)
+    assert registry.prune(reg, keep=1) == [1, 2]
+    (gate / "go").touch()
+    wait_until(lambda: failures(worker) == 1, 30, "the failed load reported")
+    status = worker.status()
+    assert worker.alive and "FileNotFoundError" in str(status["last_error"]), status
+    wait_until(serves(worker, v3), 30, f"version {v3} served")
+    stack.send([TEXT % f"p{i}".encode() for i in range(20)])
+    out = [orjson.loads(r.value or b"") for r in stack.read([stack.labeled], 20, settle=0.0)]
+    assert len(out) == 20 and {o["model_version"] for o in out} == {v3}
+    assert worker.alive and failures(worker) == 1

@@ -81,7 +81,38 @@ async def test_a_full_backlog_has_room_again_once_a_batch_is_taken() -> None:
     assert await backlog.take() == [2]
 
 
-@pytest.mark.parametrize(("batch_size", "linger", "limit"), [(0, 0, 1), (4, 0, 3), (4, -1, 8)])
-def test_bad_arguments_are_refused(batch_size: int, linger: float, limit: int) -> None:
+@pytest.mark.parametrize(("batch_size", "linger", "limit", "max_bytes"),
+                         [(0, 0, 1, None), (4, 0, 3, None), (4, -1, 8, None), (4, 0, 8, 0)])
+def test_bad_arguments_are_refused(batch_size: int, linger: float, limit: int, max_bytes: int | None) -> None:
     with pytest.raises(ValueError):
-        Backlog(batch_size, linger, limit)
+        Backlog(batch_size, linger, limit, max_bytes)
+
+
+async def test_bytes_count_from_put_until_release_and_past_the_budget_it_is_full() -> None:
+    backlog: Backlog[bytes] = Backlog(batch_size=4, linger=0, limit=100, max_bytes=10, size=len)
+    backlog.put_nowait(b"x" * 4)
+    backlog.put_nowait(b"x" * 4)
+    assert not backlog.full() and backlog.held_bytes == 8
+    backlog.put_nowait(b"x" * 5)  # admitted while under the budget: the last one may pass it
+    assert backlog.full() and backlog.held_bytes == 13
+    with pytest.raises(OverflowError):
+        backlog.put_nowait(b"y")
+    batch = await backlog.take()
+    assert len(batch) == 3 and backlog.held_bytes == 13 and backlog.full()  # taken, not yet released
+    room = asyncio.create_task(backlog.room())
+    await asyncio.sleep(0.05)
+    assert not room.done()  # taking a batch frees no bytes: they are still labelled and sent
+    backlog.release(batch)
+    await asyncio.wait_for(room, 1)
+    assert backlog.held_bytes == 0 and not backlog.full()
+
+
+async def test_a_record_larger_than_the_budget_is_admitted_alone() -> None:
+    backlog: Backlog[bytes] = Backlog(batch_size=4, linger=0, limit=100, max_bytes=10, size=len)
+    huge = b"h" * 1000
+    backlog.put_nowait(huge)  # nothing held: admitted, so a huge record cannot deadlock the worker
+    assert backlog.full()
+    assert await backlog.take() == [huge]
+    backlog.release([huge])
+    backlog.put_nowait(b"small")
+    assert await backlog.take() == [b"small"]

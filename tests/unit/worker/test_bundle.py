@@ -79,6 +79,13 @@ def test_length_chunks_cover_every_text_once_shortest_first() -> None:
     assert bundle.length_chunks([], 64) == []
 
 
+def test_length_chunks_are_cut_by_characters_and_a_huge_text_goes_alone() -> None:
+    texts = ["x" * n for n in (10, 400, 30, 2000, 390, 20)]
+    chunks = bundle.length_chunks(texts, 64, max_chars=800)
+    assert sorted(i for c in chunks for i in c) == list(range(6))
+    assert [[len(texts[i]) for i in c] for c in chunks] == [[10, 20, 30, 390], [400], [2000]]
+
+
 def test_chunked_inference_returns_each_text_its_own_scores(tiny_registry: Path) -> None:
     """Sorting a batch by length must not shuffle results between texts."""
     import keras

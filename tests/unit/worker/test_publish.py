@@ -80,10 +80,10 @@ class Kafka:
 class Run:
     """A Labeller consuming from `kafka`, as the agent runs it."""
 
-    def __init__(self, kafka: Kafka, bundle: Bundle, batch_size: int = 2) -> None:
+    def __init__(self, kafka: Kafka, bundle: Bundle, batch_size: int = 2, **settings_: Any) -> None:
         self.kafka = kafka
         self.crashed: list[BaseException] = []
-        settings = load_settings(batch_size=batch_size, batch_max_wait=0.05, max_text_bytes=1000)
+        settings = load_settings(batch_size=batch_size, batch_max_wait=0.05, max_text_bytes=1000, **settings_)
         self.labeller: Labeller[RawRecord] = Labeller(settings, Serving(Path("/nonexistent"), bundle=bundle),
                                                       send=kafka.send, ack=kafka.ack, crash=self.crash,
                                                       to_raw=lambda rec: rec)
@@ -198,6 +198,26 @@ async def test_a_full_backlog_holds_the_stream_back() -> None:
     model_free.set()
     await wait_for(lambda: kafka.acked == list(range(6)))
     assert kafka.violations == [] and run.crashed == []
+    await run.stop()
+
+
+async def test_bytes_in_flight_hold_the_stream_back_until_their_outputs_are_acknowledged() -> None:
+    """TEXTSTREAM_MAX_BUFFERED_BYTES=8 MiB gives the labeller 4 MiB: of 1 MB records, it holds 5 (the
+    fifth passes the budget) until Kafka acknowledges outputs, however many the batches could take."""
+    kafka = Kafka()
+    kafka.hold = True
+    run = Run(kafka, fake_bundle(), batch_size=8, max_buffered_bytes=8 * 1_048_576)
+    for o in range(12):
+        kafka.inputs.put_nowait(RawRecord(b"sport " * 166_667, None, Source("texts.raw", 0, o)))
+    await wait_for(lambda: kafka.pulled == 6)  # 5 held, 1 waiting for room
+    await wait_for(lambda: len(kafka.sent) == 5)  # all five sent (dead letters: over max_text_bytes)
+    await asyncio.sleep(0.2)
+    assert kafka.pulled == 6 and run.labeller.backlog.held_bytes == 5 * 1_000_002
+    kafka.hold = False  # what follows is acknowledged at once
+    kafka.acknowledge(0, 5)
+    await wait_for(lambda: len(kafka.acked) == 12)
+    assert kafka.acked == list(range(12)) and kafka.violations == [] and run.crashed == []
+    assert run.labeller.backlog.held_bytes == 0
     await run.stop()
 
 

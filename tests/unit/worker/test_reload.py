@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import sys
 import threading
@@ -189,11 +190,50 @@ async def test_a_failed_first_load_crashes_the_worker(tmp_path: Path) -> None:
     assert f.serving.reloads == {"success": 0, "failure": 1}
 
 
-async def test_an_unexpected_error_is_not_taken_for_a_failed_load(tmp_path: Path) -> None:
-    f = Fixture(tmp_path, RuntimeError("a bug"), serving=fake_bundle(version=1))
-    with pytest.raises(RuntimeError, match="a bug"):  # not reported as a bad version: the task fails loudly
+@pytest.mark.parametrize("error", [OSError(5, "Input/output error"), MemoryError(), RuntimeError("a bug")],
+                         ids=["OSError", "MemoryError", "any Exception"])
+async def test_any_error_of_a_load_is_a_failed_load(tmp_path: Path, error: Exception) -> None:
+    f = Fixture(tmp_path, error, fake_bundle(version=3), serving=fake_bundle(version=1))
+    await f.reloader.reload("registry poll")  # does not raise: the timer and the worker keep running
+    assert f.serving.version == 1 and f.crashed == [] and f.serving.reloads == {"success": 0, "failure": 1}
+    assert f.serving.last_error is not None and f.serving.last_error.startswith(type(error).__name__)
+    await f.reloader.reload("registry poll")
+    assert f.serving.version == 3 and f.serving.reloads == {"success": 1, "failure": 1}
+
+
+async def test_an_oserror_of_a_first_load_crashes_the_worker_with_its_message(tmp_path: Path) -> None:
+    error = FileNotFoundError(2, "No such file or directory", "/models/1/classifier.keras")
+    f = Fixture(tmp_path, error)
+    await f.reloader.reload("start")
+    assert f.crashed == [error] and not f.reloader.ready.is_set()
+    assert "classifier.keras" in str(f.serving.last_error)
+
+
+async def test_a_keyboard_interrupt_in_a_load_is_not_a_load_failure(tmp_path: Path) -> None:
+    f = Fixture(tmp_path, serving=fake_bundle(version=1))
+
+    def interrupted() -> Bundle | None:
+        raise KeyboardInterrupt
+    f.reloader._load_next = interrupted  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
         await f.reloader.reload("registry poll")
-    assert f.serving.reloads == {"success": 0, "failure": 0}
+    assert f.serving.reloads == {"success": 0, "failure": 0} and f.serving.version == 1
+
+
+async def test_a_reload_cancelled_mid_load_is_not_a_load_failure(tmp_path: Path) -> None:
+    """The worker shutting down cancels a timer that is loading: that is no failure to report."""
+    f = Fixture(tmp_path, fake_bundle(version=2), serving=fake_bundle(version=1))
+    f.release.clear()
+    task = asyncio.create_task(f.reloader.reload("registry poll"))
+    deadline = time.monotonic() + 10
+    while not f.loading.is_set():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    f.release.set()
+    assert f.serving.reloads == {"success": 0, "failure": 0} and f.serving.version == 1
 
 
 async def test_concurrent_reloads_are_serialised(tmp_path: Path) -> None:
@@ -214,3 +254,137 @@ async def test_concurrent_reloads_are_serialised(tmp_path: Path) -> None:
     assert [p["serving"] for p in f.polls] == [1, 2] and not any(p["overlapping"] for p in f.polls)
     assert f.serving.version == 2 and f.serving.reloads == {"success": 1, "failure": 0}
 
+
+
+class RealReload:
+    """A Reloader over the real Serving of a copy of the tiny registry (real loads), serving version 1."""
+
+    def __init__(self, reg: Path) -> None:
+        self.reg = reg
+        self.serving = Serving(reg)
+        self.crashed: list[BaseException] = []
+
+        async def create_topics(labels: Any) -> None:
+            return None
+
+        async def crash(exc: BaseException) -> None:
+            self.crashed.append(exc)
+        self.reloader = Reloader(self.serving, prepare=lambda: None, create_topics=create_topics, crash=crash)
+
+    async def start(self) -> None:
+        await self.reloader.reload("start")
+        assert self.serving.version == 1 and not self.crashed
+
+    def failures(self) -> int:
+        return self.serving.reloads["failure"]
+
+
+def fail_warm_up(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> list[int]:
+    """Make the warm-up call of the next load raise `error` (its model calls after that work);
+    returns the list of warm-ups that failed (one entry each)."""
+    from worker import bundle
+
+    compile_infer, failed = bundle.compile_infer, []
+
+    def compiled(*args: Any, **kwargs: Any) -> Any:
+        infer = compile_infer(*args, **kwargs)
+        calls = [0]
+
+        def warm_up_fails(texts: Any) -> Any:
+            calls[0] += 1
+            if calls[0] == 1 and not failed:
+                failed.append(1)
+                raise error
+            return infer(texts)
+        return warm_up_fails
+    monkeypatch.setattr(bundle, "compile_infer", compiled)
+    return failed
+
+
+def tf_error(kind: str) -> Exception:
+    import tensorflow as tf
+
+    if kind == "ResourceExhaustedError":
+        return tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[64,256,512]")
+    return tf.errors.InternalError(None, None, "Failed to launch kernel")
+
+
+@pytest.mark.parametrize("kind", ["OSError", "MemoryError", "ResourceExhaustedError", "InternalError"])
+async def test_a_real_load_that_fails_keeps_version_1_and_the_next_good_version_loads(
+    tiny_registry: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """OSError: the registry's disk fails while the version's files are hashed (NFS hiccup).
+    The others: raised by the warm-up model call of `bundle.load`, as TensorFlow raises them."""
+    r = RealReload(copy_registry(tiny_registry, tmp_path / "r"))
+    await r.start()
+    attempts: list[Path] = []
+    if kind == "OSError":
+        sha256_file = registry.sha256_file
+
+        def flaky(path: Path) -> str:
+            if path.parent.name == "2":
+                attempts.append(path)
+                raise OSError(5, "Input/output error", str(path))
+            return sha256_file(path)
+        monkeypatch.setattr(registry, "sha256_file", flaky)
+        expected = "OSError: [Errno 5] Input/output error"
+    else:
+        error = MemoryError() if kind == "MemoryError" else tf_error(kind)
+        failed = fail_warm_up(monkeypatch, error)
+        expected = kind
+    v2 = add_copy(r.reg)
+    await r.reloader.reload("registry poll")  # raises nothing: the timer and the worker go on
+    assert r.serving.version == 1 and r.failures() == 1 and not r.crashed
+    assert str(r.serving.status()["last_error"]).startswith(expected), r.serving.last_error
+    tried = len(attempts) if kind == "OSError" else len(failed)
+    assert tried == 1
+    await r.reloader.reload("registry poll")  # the registry did not change: version 2 is not tried again
+    assert (len(attempts) if kind == "OSError" else len(failed)) == tried and r.failures() == 1
+    assert r.serving.version == 1
+    monkeypatch.undo()
+    v3 = add_copy(r.reg)
+    await r.reloader.reload("registry poll")
+    assert r.serving.version == v3 == v2 + 1 and r.serving.reloads == {"success": 2, "failure": 1}
+    probs, _ = r.serving.bundle.infer(["the striker scored twice"])  # type: ignore[union-attr]
+    assert probs.shape == (1, len(r.serving.bundle.labels))  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("when", ["while its files are hashed", "between verify and load"])
+async def test_a_prune_racing_a_load_keeps_version_1_and_the_next_version_loads(
+    tiny_registry: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """The trainer publishes version 3 and prunes to one version (`textstream models prune`) while
+    the worker loads version 2: version 2's folder vanishes under the load."""
+    r = RealReload(copy_registry(tiny_registry, tmp_path / "r"))
+    await r.start()
+    pruned: list[list[int]] = []
+
+    def prune_once() -> None:
+        if not pruned:
+            add_copy(r.reg)
+            pruned.append(registry.prune(r.reg, keep=1))
+
+    if when == "while its files are hashed":
+        sha256_file = registry.sha256_file
+
+        def hashing(path: Path) -> str:
+            if path.parent.name == "2":
+                prune_once()
+            return sha256_file(path)
+        monkeypatch.setattr(registry, "sha256_file", hashing)
+    else:
+        verify = registry.verify
+
+        def verified(folder: Path) -> dict[str, Any]:
+            manifest = verify(folder)
+            if folder.name == "2":
+                prune_once()
+            return manifest
+        monkeypatch.setattr(registry, "verify", verified)
+    add_copy(r.reg)
+    await r.reloader.reload("registry poll")
+    assert pruned == [[1, 2]] and not (r.reg / "2").exists()
+    assert r.serving.version == 1 and r.failures() == 1 and not r.crashed
+    assert re.search(r"no such file|not found", str(r.serving.last_error), re.IGNORECASE), r.serving.last_error
+    await r.reloader.reload("registry poll")  # the registry changed (2 gone, 3 there): version 3 loads
+    assert r.serving.version == 3 and r.serving.reloads == {"success": 2, "failure": 1}
