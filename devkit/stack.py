@@ -29,7 +29,7 @@ from devkit import kafka_local
 from devkit.kafka_local import BrokerConfig, free_port, free_ports
 from worker import client
 
-__all__ = ["Broker", "Namespace", "WorkerProcess", "free_port", "free_ports", "http_get", "local_broker",
+__all__ = ["Broker", "Namespace", "WorkerProcess", "free_port", "free_ports", "http_get", "list_topics", "local_broker",
            "read_until", "wait_until"]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,6 +95,21 @@ def local_broker(run_dir: Path, **options: Any) -> Iterator[Broker]:
         yield broker
     finally:
         broker.stop()
+
+
+def list_topics(bootstrap: str) -> set[str]:
+    """The topics on the broker, the broker's own (`__consumer_offsets`, ...) left out."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def run() -> set[str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            return {t for t in await admin.list_topics() if not t.startswith("__")}
+        finally:
+            await admin.close()
+
+    return asyncio.run(run())
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAuthorizationFailedError
 
 from devkit import cluster as kcluster
-from devkit.stack import read_until
+from devkit.stack import list_topics, read_until
 from tests.cluster.conftest import USER, WORKER_SECURITY, ClusterStack, labels_of, records
 from tests.faults import accounting
 from worker import client
@@ -31,18 +31,6 @@ ROLLING_RATE = 150.0  # records/s: 133 s of stream; three restarts took 73 s on 
 OUTAGE_S = 60.0  # the "one broker down for a minute": wall time is the condition here
 OUTAGE_RATE = 100.0
 OUTAGE_N = 10_000  # 100 s of stream: flowing before, during and after the outage
-
-
-def list_topics(bootstrap: str) -> set[str]:
-    async def run() -> set[str]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            return set(await admin.list_topics())
-        finally:
-            await admin.close()
-
-    return asyncio.run(run())
 
 
 def create_as_worker(bootstrap: str, name: str) -> list[tuple[str, int]]:

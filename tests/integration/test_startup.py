@@ -16,8 +16,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
+from devkit.stack import list_topics
 from tests.integration.conftest import REPO, Stack, wait_until
 from worker import client, topics
 
@@ -25,18 +25,6 @@ pytestmark = pytest.mark.integration
 
 SLOW_START = Path(__file__).resolve().parent / "slow_start"
 HELD_FOR_S = 15  # well past the 5-10 s a warm machine needs: what a cold one may take
-
-
-def list_topics(bootstrap: str) -> set[str]:
-    async def run() -> set[str]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            return set(await admin.list_topics())
-        finally:
-            await admin.close()
-
-    return asyncio.run(run())
 
 
 def test_a_slow_model_load_keeps_topics_and_health_up_and_a_reader_started_first_gets_every_record(

@@ -15,7 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from devkit import kafka_local
-from devkit.stack import local_broker
+from devkit.stack import list_topics, local_broker
 from tests.integration.conftest import Stack, wait_until
 from worker import topics
 
@@ -33,13 +33,6 @@ async def _admin_call(bootstrap: str, call: Any) -> Any:
         return await call(admin)
     finally:
         await admin.close()
-
-
-def list_topics(bootstrap: str) -> set[str]:
-    """Every topic but the broker's own (`__consumer_offsets`, created by the broker at the first
-    group join, not by any client)."""
-    names = asyncio.run(_admin_call(bootstrap, lambda a: a.list_topics()))
-    return {t for t in names if not t.startswith("__")}
 
 
 def describe(bootstrap: str, names: list[str]) -> dict[str, dict[str, Any]]:

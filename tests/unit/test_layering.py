@@ -14,9 +14,11 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKER = ROOT / "worker"
 
 
-def imported_modules(path: Path) -> set[str]:
+def imported_modules(path: Path, top_level_only: bool = False) -> set[str]:
+    """Modules `path` imports; with `top_level_only`, only those imported at module level."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in tree.body if top_level_only else ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
@@ -29,18 +31,6 @@ def test_worker_never_imports_training() -> None:
     assert offenders == set()
 
 
-def top_level_imports(path: Path) -> set[str]:
-    """Modules imported at module level (not inside a function)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    names: set[str] = set()
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-    return names
-
-
 def test_the_core_packages_never_import_the_command_line_or_the_dev_tools() -> None:
     offenders = {str(p.relative_to(ROOT)) for package in ("worker", "training") for p in (ROOT / package).glob("*.py")
                  if any(m.split(".")[0] in ("commands", "devkit") for m in imported_modules(p))}
@@ -49,7 +39,7 @@ def test_the_core_packages_never_import_the_command_line_or_the_dev_tools() -> N
 
 def test_commands_import_the_dev_tools_only_inside_the_dev_commands() -> None:
     offenders = {p.name for p in (ROOT / "commands").glob("*.py")
-                 if any(m.split(".")[0] == "devkit" for m in top_level_imports(p))}
+                 if any(m.split(".")[0] == "devkit" for m in imported_modules(p, top_level_only=True))}
     assert offenders == set()
     assert "devkit" in (ROOT / "commands" / "dev.py").read_text()  # the dev commands do use it, lazily
 
