@@ -16,6 +16,7 @@ import pytest
 
 from devkit import cluster as kcluster
 from devkit.stack import Namespace, WorkerProcess
+from tests.factories import NEWS
 from worker import registry, topics
 from worker.security import ClientSecurity
 
@@ -24,13 +25,6 @@ PRINCIPAL = f"User:{USER}"
 WORKER_SECURITY = ClientSecurity("SASL_PLAINTEXT", "SCRAM-SHA-512", USER, PASSWORD)
 PARTITIONS = 4
 
-NEWS = [
-    "The central bank raised interest rates again as inflation hit company profits and shares fell.",
-    "The striker scored twice and the club won the league title after a tense final match.",
-    "The film won three awards at the festival and its star thanked the director on stage.",
-    "Ministers defended the budget in parliament as the opposition called for an election.",
-    "The software update makes the new phone faster and improves battery life and security.",
-]
 
 
 def records(prefix: str, n: int) -> list[bytes]:

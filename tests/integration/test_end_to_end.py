@@ -9,18 +9,10 @@ from collections import Counter
 import orjson
 import pytest
 
-from tests.factories import malformed
+from tests.factories import NEWS, malformed
 from tests.integration.conftest import Stack
 
 pytestmark = pytest.mark.integration
-
-NEWS = [
-    "The central bank raised interest rates again as inflation hit company profits and shares fell.",
-    "The striker scored twice and the club won the league title after a tense final match.",
-    "The film won three awards at the festival and its star thanked the director on stage.",
-    "Ministers defended the budget in parliament as the opposition called for an election.",
-    "The software update makes the new phone faster and improves battery life and security.",
-]
 
 
 def valid_records(n: int) -> list[bytes]:
