@@ -3,6 +3,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
+# Test processes: the broker and cluster tests mostly wait on Kafka, so two processes halve the
+# wall time even on 2 cores. Each takes a whole test file (module fixtures such as the cluster stay
+# in one process); each process starts its own broker on free ports. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 
 .PHONY: setup system-deps demo test clean
 
@@ -34,7 +38,7 @@ system-deps:
 	fi
 
 test: setup system-deps
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 clean:
 	-$(BIN)/textstream kafka stop

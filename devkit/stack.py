@@ -33,6 +33,9 @@ __all__ = ["Broker", "Namespace", "WorkerProcess", "free_port", "free_ports", "h
            "read_until", "wait_until"]
 
 REPO = Path(__file__).resolve().parents[1]
+# Deadline for a running worker to switch to another version (hash, load, warm up): a few seconds on
+# an idle machine, but tests run two at a time on 2 cores beside Kafka, and must pass 3x slower.
+LOAD_S = 180.0
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 60, what: str = "condition",

@@ -239,6 +239,14 @@ class Producer:
             raise ValueError(f"rate {rate}")
         self.rate = self._new_rate = rate
 
+    def last_at_least(self, seconds: float) -> None:
+        """Keep the stream flowing for `seconds` more on a machine slower than the one the rate was
+        chosen on: if what is left to send would run out sooner, lower the rate. The record count
+        never changes, only the pace."""
+        left = len(self.values) - self.queued
+        if left > 0 and left / self.rate < seconds:
+            self.set_rate(max(1.0, left / seconds))
+
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
         if self._thread.is_alive():

@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from tests.faults import accounting
-from tests.integration.conftest import Stack, wait_until
+from tests.integration.conftest import LOAD_S, Stack, wait_until
 from worker import events, registry
 
 pytestmark = [pytest.mark.faults]
@@ -142,7 +142,7 @@ def test_worker_keeps_serving_through_failed_publishes_and_a_vanished_registry(s
         # 2. The folder of the version being served vanishes: it keeps serving from memory, reports it.
         vanished = time.monotonic()
         shutil.rmtree(reg / "1")
-        wait_until(lambda: worker.status()["last_error"] is not None, 30, "the vanished version reported")
+        wait_until(lambda: worker.status()["last_error"] is not None, LOAD_S, "the vanished version reported")
         reported_s = time.monotonic() - vanished
         assert "no model version" in str(worker.status()["last_error"])
         send_and_check(100, 1)
@@ -156,7 +156,7 @@ def test_worker_keeps_serving_through_failed_publishes_and_a_vanished_registry(s
         # 4. The registry comes back, then a new version is published: the worker loads it by itself.
         shutil.copytree(pristine, reg)
         assert registry.publish(reg, copy_of(reg / "1")) == 2
-        wait_until(lambda: worker.status()["model_version"] == 2, 30, "version 2 served")
+        wait_until(lambda: worker.status()["model_version"] == 2, LOAD_S, "version 2 served")
         send_and_check(100, 2)
     finally:
         collector.stop()

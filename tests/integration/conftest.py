@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from devkit import kafka_local
-from devkit.stack import REPO, Namespace, WorkerProcess, read_until, wait_until
+from devkit.stack import LOAD_S, REPO, Namespace, WorkerProcess, read_until, wait_until
 from worker import client, topics
 
-__all__ = ["REPO", "Stack", "Worker", "running_broker", "stack", "stack_on", "wait_until"]
+__all__ = ["LOAD_S", "REPO", "Stack", "Worker", "running_broker", "stack", "stack_on", "wait_until"]
 
 Worker = WorkerProcess
 

@@ -16,7 +16,7 @@ import pytest
 
 from devkit.stack import free_ports
 from tests.factories import copy_registry
-from tests.integration.conftest import Stack, Worker, wait_until
+from tests.integration.conftest import LOAD_S, Stack, Worker, wait_until
 from tests.integration.test_startup import SLOW_START
 from worker import events, registry
 
@@ -76,7 +76,7 @@ def test_new_version_midway_through_a_stream(stack: Stack, reg: Path) -> None:
     for chunk in range(10):
         stack.send([TEXT % f"b{chunk}-{i}".encode() for i in range(300)])
         if chunk == 4:  # the worker may label faster than it loads v2: the rest must come after the swap
-            wait_until(lambda: worker.status()["model_version"] == v2, 60, "version 2 served")
+            wait_until(lambda: worker.status()["model_version"] == v2, LOAD_S, "version 2 served")
 
     labeled = stack.read([stack.labeled], 6000, timeout=180)
     outputs = [orjson.loads(r.value or b"") for r in labeled]
@@ -112,7 +112,7 @@ def test_broken_versions_never_serve_and_pins_roll_back(stack: Stack, reg: Path)
             time.sleep(2)  # several polls
             assert failures(worker) == before
         else:
-            wait_until(lambda n=before: failures(worker) == n + 1, 30, f"failure reported for {what}")
+            wait_until(lambda n=before: failures(worker) == n + 1, LOAD_S, f"failure reported for {what}")
             assert error in str(worker.status()["last_error"]), worker.status()
         assert worker.status()["model_version"] == 1, what
     (reg / ".staging-half-written").mkdir()
@@ -128,25 +128,25 @@ def test_broken_versions_never_serve_and_pins_roll_back(stack: Stack, reg: Path)
     assert code == 200 and ready["ready"] is True
 
     good = stage_version(reg)
-    wait_until(serves(worker, good), 30, f"version {good} served")
+    wait_until(serves(worker, good), LOAD_S, f"version {good} served")
     registry.pin(reg, 1)
-    wait_until(serves(worker, 1), 30, "pinned version 1 served")
+    wait_until(serves(worker, 1), LOAD_S, "pinned version 1 served")
     registry.unpin(reg)
-    wait_until(serves(worker, good), 30, "unpinned: highest version served again")
+    wait_until(serves(worker, good), LOAD_S, "unpinned: highest version served again")
 
 
 def test_twenty_reloads_keep_memory_flat(stack: Stack, reg: Path) -> None:
     good = stage_version(reg)
     worker = stack.start_worker(TEXTSTREAM_RELOAD_INTERVAL="0.2")
     stack.wait_ready(worker)
-    wait_until(serves(worker, good), 30)
+    wait_until(serves(worker, good), LOAD_S)
     baseline = 0
     for i in range(20):
         if i % 2 == 0:
             registry.pin(reg, 1)
         else:
             registry.unpin(reg)
-        wait_until(serves(worker, 1 if i % 2 == 0 else good), 30, f"reload {i + 1}")
+        wait_until(serves(worker, 1 if i % 2 == 0 else good), LOAD_S, f"reload {i + 1}")
         if i == 0:
             baseline = worker.rss_bytes()
     growth = worker.rss_bytes() / baseline - 1
@@ -161,7 +161,7 @@ def test_one_event_switches_every_worker_of_the_group(stack: Stack, reg: Path) -
     v2 = stage_version(reg)
     assert events.notify(stack.bootstrap, f"{stack.ns}.models", {"event": "published", "version": v2})
     for w in workers:
-        wait_until(serves(w, v2), 15, f"worker :{w.port} on version {v2}")
+        wait_until(serves(w, v2), LOAD_S, f"worker :{w.port} on version {v2}")
 
 
 def test_models_commands_announce_and_status_shows_the_workers(
@@ -177,9 +177,9 @@ def test_models_commands_announce_and_status_shows_the_workers(
     url = f"http://127.0.0.1:{worker.port}"
 
     assert main(["models", "pin", str(v2), "--model-dir", str(reg)]) == 0
-    wait_until(serves(worker, v2), 15, "pinned version served after the announcement")
+    wait_until(serves(worker, v2), LOAD_S, "pinned version served after the announcement")
     assert main(["models", "rollback", "--model-dir", str(reg)]) == 0
-    wait_until(serves(worker, 1), 15, "rolled-back version served after the announcement")
+    wait_until(serves(worker, 1), LOAD_S, "rolled-back version served after the announcement")
     capsys.readouterr()
 
     assert main(["models", "status", "--worker", url, "--json"]) == 0
@@ -209,10 +209,10 @@ def test_a_version_folder_pruned_mid_load_keeps_the_worker_serving(stack: Stack,
     v3 = stage_version(reg)
     assert registry.prune(reg, keep=1) == [1, 2]
     (gate / "go").touch()
-    wait_until(lambda: failures(worker) == 1, 30, "the failed load reported")
+    wait_until(lambda: failures(worker) == 1, LOAD_S, "the failed load reported")
     status = worker.status()
     assert worker.alive and "FileNotFoundError" in str(status["last_error"]), status
-    wait_until(serves(worker, v3), 30, f"version {v3} served")
+    wait_until(serves(worker, v3), LOAD_S, f"version {v3} served")
     stack.send([TEXT % f"p{i}".encode() for i in range(20)])
     out = [orjson.loads(r.value or b"") for r in stack.read([stack.labeled], 20, settle=0.0)]
     assert len(out) == 20 and {o["model_version"] for o in out} == {v3}
