@@ -6,7 +6,7 @@ Directory layout (the label is the name):
 
 Rows without a usable text or label are reported with their line numbers, then skipped or, with
 `bad_rows="fail"`, refused. An empty file, a missing label column and a single class are errors.
-The text of a JSON or CSV row may be made of several fields (`text_fields`, e.g. subject and body),
+The text of a JSON or CSV row may be made of several fields (`text_field=("subject", "body")`),
 joined as the worker joins them (worker/textfields.py); a row lacking one of them is unusable.
 """
 
