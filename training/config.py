@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from worker import textfields
 from worker.config import validation_problems
 from worker.errors import ConfigError
 
@@ -95,7 +96,10 @@ class ClustererConfig(_Settings):
 class TrainConfig(_Settings):
     classifier: ClassifierConfig = ClassifierConfig()
     clusterer: ClustererConfig = ClustererConfig()
-    text_field: str = Field("text", min_length=1, description="JSON field / CSV column with the text",
+    text_field: str = Field("text", min_length=1,
+                            description="JSON field / CSV column with the text, or several separated by commas "
+                                        "(subject,body): their non-empty values joined by a blank line; the "
+                                        "version records them and workers build each record's text the same way",
                             json_schema_extra=flag("--text-field", "data"))
     label_field: str = Field("label", min_length=1, description="JSON field / CSV column with the label",
                              json_schema_extra=flag("--label-field", "data"))
@@ -115,6 +119,17 @@ class TrainConfig(_Settings):
     # The clusterer never sees labels, so it may learn from the evaluation texts too, as the
     # LSA + k-means baseline does; the classifier never sees them.
     cluster_eval_texts: bool = True
+
+    @field_validator("text_field")
+    @classmethod
+    def _fields_parse(cls, value: str) -> str:
+        textfields.parse(value)  # raises ValueError saying what is wrong
+        return value
+
+    @property
+    def text_fields(self) -> tuple[str, ...]:
+        """The input fields the text is made of, in order (worker/textfields.py)."""
+        return textfields.parse(self.text_field)
 
 
 def build(classifier: dict[str, Any], clusterer: dict[str, Any], **train: Any) -> TrainConfig:

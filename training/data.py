@@ -6,6 +6,8 @@ Directory layout (the label is the name):
 
 Rows without a usable text or label are reported with their line numbers, then skipped or, with
 `bad_rows="fail"`, refused. An empty file, a missing label column and a single class are errors.
+The text of a JSON or CSV row may be made of several fields (`text_field=("subject", "body")`),
+joined as the worker joins them (worker/textfields.py); a row lacking one of them is unusable.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from typing import BinaryIO, cast
 import orjson
 
 from training.config import BadRows
+from worker import textfields
 from worker.errors import DataError
+from worker.textfields import FieldProblem
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +70,17 @@ def _has_surrogates(value: object) -> bool:
     return isinstance(value, str) and any("\udc80" <= ch <= "\udcff" for ch in value)
 
 
-def _jsonl_rows(path: Path, text_field: str, label_field: str) -> Iterator[Row]:
-    seen_label = seen_text = False
+def _text(record: dict[str, object], fields: Sequence[str]) -> str | None:
+    """The text `fields` make of a row, or None when one is absent or not a string."""
+    try:
+        return textfields.text_of(record, fields)
+    except FieldProblem:
+        return None
+
+
+def _jsonl_rows(path: Path, text_fields: Sequence[str], label_field: str) -> Iterator[Row]:
+    seen_label = False
+    seen_text: set[str] = set()
     objects = 0
     with _open_bytes(path) as fh:
         for lineno, line in enumerate(fh, 1):
@@ -82,26 +95,28 @@ def _jsonl_rows(path: Path, text_field: str, label_field: str) -> Iterator[Row]:
                 yield f"line {lineno}", None, None
                 continue
             objects += 1
-            seen_text = seen_text or text_field in obj
+            seen_text.update(name for name in text_fields if name in obj)
             seen_label = seen_label or label_field in obj
-            yield f"line {lineno}", obj.get(text_field), obj.get(label_field)
-    for name, seen in ((label_field, seen_label), (text_field, seen_text)):
-        if objects and not seen:
-            raise DataError(f"{path}: no row has a '{name}' field (choose the field with --{'label' if name == label_field else 'text'}-field)")
+            yield f"line {lineno}", _text(obj, text_fields), obj.get(label_field)
+    unseen = [(label_field, "label")] if not seen_label else []
+    unseen += [(name, "text") for name in text_fields if name not in seen_text]
+    for name, flag in unseen:
+        if objects:
+            raise DataError(f"{path}: no row has a '{name}' field (choose the field with --{flag}-field)")
 
 
-def _csv_rows(path: Path, text_field: str, label_field: str) -> Iterator[Row]:
+def _csv_rows(path: Path, text_fields: Sequence[str], label_field: str) -> Iterator[Row]:
     delimiter = "\t" if path.name.lower().removesuffix(".gz").endswith(".tsv") else ","
     with io.TextIOWrapper(_open_bytes(path), encoding="utf-8", errors="surrogateescape", newline="") as fh:
         reader = csv.DictReader(fh, delimiter=delimiter)
         fields = reader.fieldnames
         if fields is None:
             return
-        for name, flag in ((text_field, "text"), (label_field, "label")):
+        for name, flag in (*((f, "text") for f in text_fields), (label_field, "label")):
             if name not in fields:
                 raise DataError(f"{path}: no '{name}' column (header: {', '.join(fields)}); choose one with --{flag}-field")
         for row in reader:
-            text, label = row.get(text_field), row.get(label_field)
+            text, label = _text(row, text_fields), row.get(label_field)
             if _has_surrogates(text) or _has_surrogates(label):
                 text = None
             yield f"line {reader.line_num}", text, label
@@ -131,13 +146,16 @@ def _dir_rows(path: Path) -> Iterator[Row]:
                         yield where, None, entry.stem
 
 
-def _rows(path: Path, text_field: str, label_field: str) -> Iterator[Row]:
+def _rows(path: Path, text_fields: Sequence[str], label_field: str) -> Iterator[Row]:
     kind = _kind(path)
     if kind == "dir":
+        if tuple(text_fields) != textfields.DEFAULT:
+            raise DataError(f"{path}: a directory of text files has no fields; text fields "
+                            f"{', '.join(text_fields)} need JSON Lines or CSV data")
         return _dir_rows(path)
     if kind == "jsonl":
-        return _jsonl_rows(path, text_field, label_field)
-    return _csv_rows(path, text_field, label_field)
+        return _jsonl_rows(path, text_fields, label_field)
+    return _csv_rows(path, text_fields, label_field)
 
 
 def _is_empty(path: Path) -> bool:
@@ -156,12 +174,14 @@ def _shown(places: list[str], limit: int = 10) -> str:
     return ", ".join(cut) + more
 
 
-def load(paths: Sequence[Path], text_field: str = "text", label_field: str = "label",
+def load(paths: Sequence[Path], text_field: str | Sequence[str] = "text", label_field: str = "label",
          bad_rows: BadRows = "skip", min_classes: int = 2) -> Dataset:
     """Read every source; rows without a non-empty string text and label are skipped and reported.
 
+    `text_field`: the field, or the fields (joined as the worker joins them), a row's text is made of.
     `min_classes` is 2 for training data (a classifier needs two) and 1 for evaluation data.
     """
+    fields = (text_field,) if isinstance(text_field, str) else tuple(text_field)
     if not paths:
         raise DataError("no training data given")
     texts: list[str] = []
@@ -173,7 +193,7 @@ def load(paths: Sequence[Path], text_field: str = "text", label_field: str = "la
         if _is_empty(path):
             raise DataError(f"{path}: {'empty directory' if path.is_dir() else 'empty file'}")
         places: list[str] = []
-        for where, text, label in _rows(path, text_field, label_field):
+        for where, text, label in _rows(path, fields, label_field):
             if isinstance(label, int | float) and not isinstance(label, bool):
                 label = str(label)
             if not isinstance(text, str) or not text.strip() or not isinstance(label, str) or not label.strip():
@@ -188,7 +208,8 @@ def load(paths: Sequence[Path], text_field: str = "text", label_field: str = "la
                                 "fix them or skip them with --bad-rows skip")
             logger.warning("%s: skipped %d unreadable rows (%s)", path, len(places), _shown(places))
     if not texts:
-        raise DataError(f"no usable rows with '{text_field}' and '{label_field}' in {', '.join(map(str, paths))}")
+        raise DataError(f"no usable rows with {', '.join(repr(f) for f in fields)} and '{label_field}' in "
+                        f"{', '.join(map(str, paths))}")
     distinct = set(labels)
     if len(distinct) < min_classes:
         raise DataError(f"need at least two classes to train a classifier, found only {sorted(distinct)}")

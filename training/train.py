@@ -73,7 +73,7 @@ def check_label_topics(names: Sequence[str], settings: Settings) -> None:
 
 def _prepare(paths: Sequence[Path], eval_paths: Sequence[Path] | None, cfg: TrainConfig,
              settings: Settings) -> dict[str, Any]:
-    ds = data.load(paths, cfg.text_field, cfg.label_field, cfg.bad_rows)
+    ds = data.load(paths, cfg.text_fields, cfg.label_field, cfg.bad_rows)
     texts, labels = ds.texts, ds.labels
     names = sorted(set(labels))
     check_label_topics(names, settings)
@@ -82,7 +82,7 @@ def _prepare(paths: Sequence[Path], eval_paths: Sequence[Path] | None, cfg: Trai
     if cfg.max_rows and len(texts) > cfg.max_rows:
         texts, _, y, _ = _split(texts, y, len(texts) - cfg.max_rows, cfg.seed)
     if eval_paths:
-        ev = data.load(eval_paths, cfg.text_field, cfg.label_field, cfg.bad_rows, min_classes=1)
+        ev = data.load(eval_paths, cfg.text_fields, cfg.label_field, cfg.bad_rows, min_classes=1)
         unknown = sorted(set(ev.labels) - set(names))
         if unknown:
             raise DataError(f"evaluation labels {unknown} do not occur in the training data")
@@ -164,6 +164,8 @@ def train(paths: Sequence[Path], model_dir: Path, cfg: TrainConfig = TrainConfig
             "labels": names,
             # The prefix the labels were checked against; a worker checks again with its own.
             "label_topic_prefix": settings.label_topic_prefix,
+            # The input fields the text is made of, joined as worker/textfields.py joins them.
+            "text_fields": list(cfg.text_fields),
             "n_clusters": n_clusters,
             "embedding_dim": int(clu.centroids.shape[1]),
             "data": d["summary"],

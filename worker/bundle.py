@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from worker import registry
+from worker import registry, textfields
 from worker.config import Settings
 from worker.errors import BundleError
 
@@ -56,6 +56,7 @@ class Bundle:
     infer: InferFn = field(repr=False)  # texts -> (class probabilities, embeddings)
     manifest: dict[str, Any] = field(repr=False, default_factory=dict)
     loaded_at: float = 0.0
+    text_fields: tuple[str, ...] = textfields.DEFAULT  # the input fields its text is made of (worker/textfields.py)
 
 
 def configure_threads(settings: Settings) -> None:
@@ -156,6 +157,10 @@ def load(folder: Path) -> Bundle:
     if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) and x for x in labels):
         raise BundleError(f"{folder}: manifest 'labels' must list at least two non-empty strings")
     try:
+        text_fields = textfields.of_manifest(manifest)
+    except ValueError as exc:
+        raise BundleError(f"{folder}: manifest {exc}") from None
+    try:
         classifier = keras.saving.load_model(folder / CLASSIFIER, compile=False, safe_mode=True)
         encoder = keras.saving.load_model(folder / ENCODER, compile=False, safe_mode=True)
         centroids = np.load(folder / CENTROIDS, allow_pickle=False)
@@ -184,10 +189,11 @@ def load(folder: Path) -> Bundle:
         infer=infer,
         manifest=manifest,
         loaded_at=time.time(),
+        text_fields=text_fields,
     )
     logger.info(
-        "loaded model version=%d labels=%s clusters=%d in %.2fs",
-        bundle.version, ",".join(bundle.labels), unit.shape[0], time.perf_counter() - started,
+        "loaded model version=%d labels=%s clusters=%d text_fields=%s in %.2fs",
+        bundle.version, ",".join(bundle.labels), unit.shape[0], ",".join(text_fields), time.perf_counter() - started,
     )
     return bundle
 

@@ -12,8 +12,10 @@ from typing import Any
 
 import orjson
 
+from worker import textfields
 from worker.limits import Limits
 from worker.records import RawRecord, Reason, Rejected, Source, TextMessage
+from worker.textfields import FieldProblem
 
 # Fields the worker writes itself; an input field of the same name is replaced.
 _OWN_FIELDS = frozenset(
@@ -39,15 +41,17 @@ def decode(
     received_at: float = 0.0,
     timestamp: float | None = None,
     headers: tuple[tuple[str, bytes], ...] = (),
+    text_fields: tuple[str, ...] = textfields.DEFAULT,
 ) -> TextMessage | Rejected:
     """Decode one raw record value per the input contract. `max_bytes`: the largest value, or the
-    worker's limits (which also count the key and headers: the record's dead letter must fit)."""
+    worker's limits (which also count the key and headers: the record's dead letter must fit).
+    `text_fields`: the fields the serving version's text is made of (worker/textfields.py)."""
     undecodable = _undecodable(headers)
     if undecodable is not None:
         detail, repaired = undecodable
         return Rejected("undecodable_record", detail, value, source, key, repaired)
     try:
-        text, msg_id, fields = _unpack(value, source, max_bytes, key, headers)
+        text, msg_id, fields = _unpack(value, source, max_bytes, key, headers, text_fields)
     except _Invalid as exc:
         return Rejected(exc.reason, exc.detail, value, source, key, headers)
     return TextMessage(msg_id, text, source, key, received_at, timestamp, fields)
@@ -79,14 +83,16 @@ def _key_bytes(name: str) -> bytes:
     return name.encode("utf-8", "surrogateescape")
 
 
-def decode_records(records: Sequence[RawRecord], max_bytes: int | Limits,
-                   received_at: float) -> tuple[list[tuple[RawRecord, TextMessage]], list[Rejected]]:
-    """A batch decoded: the valid records with their messages, and the rejected ones (both in order)."""
+def decode_records(records: Sequence[RawRecord], max_bytes: int | Limits, received_at: float,
+                   text_fields: tuple[str, ...] = textfields.DEFAULT,
+                   ) -> tuple[list[tuple[RawRecord, TextMessage]], list[Rejected]]:
+    """A batch decoded: the valid records with their messages, and the rejected ones (both in order).
+    `text_fields`: those of the version that labels this batch."""
     valid: list[tuple[RawRecord, TextMessage]] = []
     rejected: list[Rejected] = []
     for rec in records:
         decoded = decode(rec.value, rec.source, max_bytes=max_bytes, key=rec.key, received_at=received_at,
-                         timestamp=rec.timestamp, headers=rec.headers)
+                         timestamp=rec.timestamp, headers=rec.headers, text_fields=text_fields)
         if isinstance(decoded, TextMessage):
             valid.append((rec, decoded))
         else:
@@ -95,7 +101,7 @@ def decode_records(records: Sequence[RawRecord], max_bytes: int | Limits,
 
 
 def _unpack(value: bytes | None, source: Source, max_bytes: int | Limits, key: bytes | None,
-            headers: tuple[tuple[str, bytes], ...]) -> tuple[str, str, dict[str, Any]]:
+            headers: tuple[tuple[str, bytes], ...], text_fields: tuple[str, ...]) -> tuple[str, str, dict[str, Any]]:
     """(text, id, passthrough fields) of a record value; raises _Invalid saying why there are none."""
     if value is None:
         raise _Invalid("tombstone", "record value is null")
@@ -111,25 +117,28 @@ def _unpack(value: bytes | None, source: Source, max_bytes: int | Limits, key: b
         raise _Invalid("invalid_utf8", str(exc)) from None
     if decoded.lstrip().startswith("{"):
         # Looks like JSON, so it must be JSON: broken JSON is never labelled as prose.
-        text, msg_id, fields = _unpack_json(value, source.default_id())
+        text, msg_id, fields = _unpack_json(value, source.default_id(), text_fields)
+    elif text_fields != textfields.DEFAULT:
+        raise _Invalid("missing_field", f"no '{text_fields[0]}' field: the value is plain text, not a JSON object, "
+                                        f"and the serving version's text is built from {_named(text_fields)}")
     else:
         text, msg_id, fields = decoded, source.default_id(), {}
     if not text.strip():
-        raise _Invalid("empty_text", "text is empty or whitespace only")
+        of = "" if text_fields == textfields.DEFAULT else f" (every one of {_named(text_fields)})"
+        raise _Invalid("empty_text", f"text is empty or whitespace only{of}")
     return text, msg_id, fields
 
 
-def _unpack_json(value: bytes, default_id: str) -> tuple[str, str, dict[str, Any]]:
+def _unpack_json(value: bytes, default_id: str, text_fields: tuple[str, ...]) -> tuple[str, str, dict[str, Any]]:
     """(text, id, passthrough fields) of a JSON object value."""
     try:
         obj: dict[str, Any] = orjson.loads(value)  # a value starting with '{' parses to an object
     except orjson.JSONDecodeError as exc:
         raise _Invalid("invalid_json", str(exc)) from None
-    if "text" not in obj:
-        raise _Invalid("missing_text", "JSON object has no 'text' field")
-    text = obj.pop("text")
-    if not isinstance(text, str):
-        raise _Invalid("text_not_string", f"'text' is a {type(text).__name__}")
+    try:
+        text = textfields.text_of(obj, text_fields)
+    except FieldProblem as exc:
+        raise _field_invalid(exc, text_fields) from None
     msg_id = default_id
     if "id" in obj:
         given = obj.pop("id")
@@ -137,3 +146,17 @@ def _unpack_json(value: bytes, default_id: str) -> tuple[str, str, dict[str, Any
             raise _Invalid("invalid_id", f"'id' must be a non-empty string, got {type(given).__name__}")
         msg_id = given
     return text, msg_id, {k: v for k, v in obj.items() if k not in _OWN_FIELDS}
+
+
+def _field_invalid(problem: FieldProblem, text_fields: tuple[str, ...]) -> _Invalid:
+    """The rejection of a record without a usable text field; the single field `text` keeps its own reasons."""
+    if text_fields == textfields.DEFAULT:
+        if problem.kind == "missing":
+            return _Invalid("missing_text", "JSON object has no 'text' field")
+        return _Invalid("text_not_string", f"'text' is a {problem.type_name}")
+    reason: Reason = "missing_field" if problem.kind == "missing" else "field_not_string"
+    return _Invalid(reason, f"{problem} (the serving version's text is built from {_named(text_fields)})")
+
+
+def _named(text_fields: tuple[str, ...]) -> str:
+    return ", ".join(f"'{name}'" for name in text_fields)

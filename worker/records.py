@@ -16,6 +16,8 @@ Reason = Literal[
     "invalid_json",
     "missing_text",
     "text_not_string",
+    "missing_field",
+    "field_not_string",
     "invalid_id",
     "empty_text",
     "output_too_large",

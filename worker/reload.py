@@ -119,6 +119,7 @@ class Serving:
         return {
             "model_version": b.version if b else None,
             "labels": list(b.labels) if b else [],
+            "text_fields": list(b.text_fields) if b else [],
             "loaded_at": b.loaded_at if b else None,
             "load_seconds": round(self.load_seconds, 3),
             "reloads": dict(self.reloads),

@@ -111,3 +111,42 @@ def test_errors_are_clear(tmp_path: Path) -> None:
     garbage.write_text("not json\nnor this\n")
     with pytest.raises(DataError, match="no usable rows"):
         load([garbage])
+
+
+def test_a_text_of_several_fields_is_joined_as_the_worker_joins_them(tmp_path: Path) -> None:
+    jl = tmp_path / "mail.jsonl"
+    jl.write_text('{"subject": "Refund", "body": "Wrong invoice.", "label": "billing"}\n'
+                  '{"subject": "", "body": "Cannot log in.", "label": "access"}\n', encoding="utf-8")
+    csv = tmp_path / "mail.csv"
+    csv.write_text('label,body,subject\nbilling,"Charged twice, please help",Payment\n', encoding="utf-8")
+    ds = load([jl, csv], text_field=("subject", "body"))
+    assert ds.texts == ["Refund\n\nWrong invoice.", "Cannot log in.", "Payment\n\nCharged twice, please help"]
+    assert ds.labels == ["billing", "access", "billing"]
+
+
+def test_rows_lacking_a_text_field_are_skipped_and_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    jl = tmp_path / "mail.jsonl"
+    jl.write_text('{"subject": "a", "body": "b", "label": "x"}\n{"body": "no subject", "label": "y"}\n'
+                  '{"subject": null, "body": "b", "label": "y"}\n{"subject": "c", "body": "d", "label": "y"}\n',
+                  encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        ds = load([jl], text_field=("subject", "body"))
+    assert ds.texts == ["a\n\nb", "c\n\nd"] and ds.skipped == 2
+    assert "lines 2, 3" in caplog.text
+    with pytest.raises(DataError, match="2 unreadable rows"):
+        load([jl], text_field=("subject", "body"), bad_rows="fail")
+
+
+def test_text_fields_the_data_lacks_are_refused_naming_the_field(tmp_path: Path) -> None:
+    jl = tmp_path / "mail.jsonl"
+    jl.write_text('{"subject": "a", "body": "b", "label": "x"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match="no row has a 'summary' field .*--text-field"):
+        load([jl], text_field=("subject", "summary"))
+    csv = tmp_path / "mail.csv"
+    csv.write_text("subject,label\na,x\n", encoding="utf-8")
+    with pytest.raises(DataError, match="no 'body' column .*--text-field"):
+        load([csv], text_field=("subject", "body"))
+    (tmp_path / "dir" / "x").mkdir(parents=True)
+    (tmp_path / "dir" / "x" / "1.txt").write_text("a text")
+    with pytest.raises(DataError, match="directory of text files has no fields.*JSON Lines or CSV"):
+        load([tmp_path / "dir"], text_field=("subject", "body"))

@@ -18,6 +18,7 @@ def test_training_publishes_a_verified_version_that_learned(tiny_registry: Path)
     manifest = registry.verify(tiny_registry / "1")
     assert manifest["labels"] == ["business", "entertainment", "politics", "sport", "tech"]
     assert manifest["n_clusters"] == 5
+    assert manifest["text_fields"] == ["text"]
     assert {"classifier.keras", "encoder.keras", "centroids.npy"} <= set(manifest["files"])
     assert manifest["data"]["rows"] == 400 and manifest["data"]["eval_rows"] == 60
     metrics = manifest["metrics"]

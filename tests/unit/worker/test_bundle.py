@@ -62,6 +62,19 @@ def test_labels_that_do_not_fit_the_model_are_refused(tiny_registry: Path, tmp_p
         bundle.load(folder)
 
 
+def test_a_version_serves_with_the_text_fields_of_its_manifest(tiny_registry: Path, tmp_path: Path) -> None:
+    folder = copy_registry(tiny_registry, tmp_path / "r") / "1"
+    manifest = orjson.loads((folder / "manifest.json").read_bytes())
+    del manifest["text_fields"]  # written before text fields existed: the field `text`
+    (folder / "manifest.json").write_bytes(orjson.dumps(manifest))
+    assert bundle.load(folder).text_fields == ("text",)
+    rewrite_manifest(folder, text_fields=["subject", "body"])
+    assert bundle.load(folder).text_fields == ("subject", "body")
+    rewrite_manifest(folder, text_fields=["subject", "subject"])
+    with pytest.raises(BundleError, match="text_fields"):
+        bundle.load(folder)
+
+
 def test_centroids_of_the_wrong_shape_are_refused(tiny_registry: Path, tmp_path: Path) -> None:
     folder = copy_registry(tiny_registry, tmp_path / "r") / "1"
     np.save(folder / "centroids.npy", np.ones((5, 3), dtype=np.float32))

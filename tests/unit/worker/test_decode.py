@@ -85,3 +85,48 @@ def test_a_batch_decodes_into_valid_and_rejected_records_in_order() -> None:
     assert [(m.key, m.received_at, m.timestamp) for _, m in valid] == [(b"k1", 9.0, 5.0), (None, 9.0, None)]
     assert [(r.reason, r.value, r.key, r.headers) for r in rejected] == [
         ("text_not_string", b'{"text": 1}', b"k2", (("h", b"v"),)), ("tombstone", None, b"k4", ())]
+
+
+MAIL = ("subject", "body")
+
+
+def test_a_version_on_subject_and_body_labels_both_joined_and_passes_them_through() -> None:
+    out = dec(orjson.dumps({"id": "m-1", "subject": "Refund", "body": "My invoice is wrong.", "from": "a@b.c"}),
+              text_fields=MAIL)
+    assert isinstance(out, TextMessage)
+    assert (out.id, out.text) == ("m-1", "Refund\n\nMy invoice is wrong.")
+    assert out.fields == {"subject": "Refund", "body": "My invoice is wrong.", "from": "a@b.c"}
+    empty_subject = dec(orjson.dumps({"subject": "", "body": "just a body"}), text_fields=MAIL)
+    assert isinstance(empty_subject, TextMessage) and empty_subject.text == "just a body"
+
+
+@pytest.mark.parametrize(
+    ("value", "reason", "named"),
+    [
+        (b'{"body": "no subject", "text": "a text field is not enough"}', "missing_field", "'subject' is missing"),
+        (b'{"subject": "no body"}', "missing_field", "'body' is missing"),
+        (b'{"subject": null, "body": "b"}', "field_not_string", "'subject' is a NoneType"),
+        (b'{"subject": "s", "body": {"html": "<p>"}}', "field_not_string", "'body' is a dict"),
+        (b"plain text has no fields", "missing_field", "no 'subject' field"),
+        (b'{"subject": " ", "body": ""}', "empty_text", "'subject', 'body'"),
+    ],
+)
+def test_a_record_without_the_versions_text_fields_is_rejected_naming_the_field(
+        value: bytes, reason: str, named: str) -> None:
+    out = dec(value, key=b"k", text_fields=MAIL)
+    assert isinstance(out, Rejected)
+    assert (out.reason, out.value, out.key) == (reason, value, b"k")
+    assert named in out.detail, out.detail
+    if reason != "empty_text":
+        assert "built from 'subject', 'body'" in out.detail
+
+
+def test_a_batch_is_decoded_with_the_text_fields_it_is_given() -> None:
+    records = [RawRecord(b'{"subject": "s", "body": "b"}', None, Source("texts.raw", 0, 1)),
+               RawRecord(b'{"text": "t"}', None, Source("texts.raw", 0, 2))]
+    valid, rejected = decode_records(records, max_bytes=100, received_at=0.0, text_fields=MAIL)
+    assert [msg.text for _, msg in valid] == ["s\n\nb"]
+    assert [r.reason for r in rejected] == ["missing_field"]
+    valid, rejected = decode_records(records, max_bytes=100, received_at=0.0)  # the default: the field `text`
+    assert [msg.text for _, msg in valid] == ["t"]
+    assert [r.reason for r in rejected] == ["missing_text"]

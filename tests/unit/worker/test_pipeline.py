@@ -7,6 +7,7 @@ import dataclasses
 import orjson
 import pytest
 
+from tests.unit.worker.fakes import fake_bundle
 from tests.unit.worker.test_predict import TEXTS, messages
 from worker import pipeline, predict
 from worker.config import load_settings
@@ -95,3 +96,27 @@ def test_a_model_that_fails_on_everything_fails_the_batch(tiny_bundle) -> None: 
     records = [RawRecord(orjson.dumps({"text": TEXTS[0]}), None, Source("texts.raw", 0, 0))]
     with pytest.raises(MemoryError):  # nothing dead-lettered: the restart tries the batch again
         pipeline.process(broken, load_settings(), records)
+
+
+def test_the_version_that_labels_a_batch_decides_its_text_fields() -> None:
+    """A hot reload to a version trained on other fields changes how the next batch is decoded: the
+    batch is decoded with the fields of the bundle that scores it, and dead-letters what lacks them."""
+    mail = RawRecord(orjson.dumps({"id": "m", "subject": "sport", "body": "the match report"}), b"k",
+                     Source("texts.raw", 0, 1))
+    plain = RawRecord(orjson.dumps({"id": "p", "text": "a tech text"}), None, Source("texts.raw", 0, 2))
+    settings = load_settings()
+
+    on_text = pipeline.process(fake_bundle(), settings, [mail, plain])
+    assert [(r.reason, r.value) for r in on_text.rejected] == [("missing_text", mail.value)]
+    assert [p.label for p in on_text.predictions] == ["tech"]
+
+    on_mail = pipeline.process(dataclasses.replace(fake_bundle(), text_fields=("subject", "body")), settings,
+                               [mail, plain])
+    assert [(r.reason, r.value) for r in on_mail.rejected] == [("missing_field", plain.value)]
+    assert "'subject' is missing" in on_mail.rejected[0].detail
+    assert [p.label for p in on_mail.predictions] == ["sport"]  # the subject counted
+    labeled = [orjson.loads(o.value or b"") for o in on_mail.outgoing if o.topic == settings.output_topic]
+    assert [(o["text"], o["subject"], o["body"]) for o in labeled] == [
+        ("sport\n\nthe match report", "sport", "the match report")]
+    dead = [dict(o.headers or []) for o in on_mail.outgoing if o.topic == settings.dlq_topic]
+    assert [d["error"] for d in dead] == [b"missing_field"]
