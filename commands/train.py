@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import sys
@@ -66,8 +67,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     # With --json, stdout carries one JSON object and nothing else; the human lines go to stderr.
     say = functools.partial(print, file=sys.stderr if args.json else sys.stdout)
     args.model_dir = models.model_dir(args)
-    result = train([Path(p) for p in args.data], args.model_dir, train_config(args),
-                   eval_paths=[Path(p) for p in args.eval_data] if args.eval_data else None)
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        result = train([Path(p) for p in args.data], args.model_dir, train_config(args),
+                       eval_paths=[Path(p) for p in args.eval_data] if args.eval_data else None)
     m, weights = result.metrics, result.details.get("branch_weights") or {}
     mix = (f" (LSTM weight {weights['lstm_weight']}, n-gram weight {weights['ngram_weight']})"
            if "lstm_weight" in weights else "")

@@ -123,3 +123,28 @@ def test_train_check_exits_1_on_unusable_data(tmp_path: Path, capsys: pytest.Cap
     assert main(["train", "--check", "--json", "--data", str(data)]) == 1
     out = orjson.loads(capsys.readouterr().out)
     assert out["ok"] is False and "at least two classes" in out["error"]
+
+
+@pytest.mark.parametrize("published", [True, False])
+def test_train_json_prints_one_object_on_stdout(published: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from training import gate
+    from training.train import TrainResult
+
+    decision = gate.decide(0.81, 0.9 if not published else None, 0.01, current_version=None if published else 2)
+    metrics = {"accuracy": 0.8, "macro_f1": 0.81, "nmi": 0.5, "ari": 0.4, "purity": 0.7, "silhouette": 0.1}
+
+    def fake_train(*args: Any, **kwargs: Any) -> TrainResult:
+        print("a library printing on stdout")  # must not spoil the JSON
+        return TrainResult(4 if published else None, metrics, 12.3, decision, {"classifier": 10.0})
+
+    monkeypatch.setattr("training.train.train", fake_train)
+    data = write_data(tmp_path / "d.jsonl")
+    code = main(["train", "--data", str(data), "--model-dir", str(tmp_path / "m"), "--json", "--no-announce"])
+    out = capsys.readouterr()
+    assert code == (0 if published else 3)
+    result = orjson.loads(out.out)  # stdout is exactly one JSON object
+    assert result["published"] is published and result["version"] == (4 if published else None)
+    assert result["metrics"] == metrics and result["gate"]["publish"] is published
+    assert result["gate"]["new_f1"] == 0.81 and result["seconds"] == 12.3
+    assert "quality gate" in out.err and "a library printing on stdout" in out.err
