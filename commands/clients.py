@@ -13,8 +13,8 @@ from worker import config, logs
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    logs.setup("WARNING")
     settings = config.load_settings()
+    logs.setup(settings.log_level, settings.log_format)
     from worker import client, security, topics
 
     access = security.from_settings(settings)
@@ -34,14 +34,14 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    logs.setup("WARNING")
     settings = config.load_settings()
+    logs.setup(settings.log_level, settings.log_format)
     from worker import client, security
 
     topics = args.topic or [settings.dlq_topic if args.dlq else settings.output_topic]
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(client.tail(settings.bootstrap_servers, topics, as_json=args.json,
-                                from_beginning=not args.latest, idle_timeout=args.idle_timeout,
+                                from_beginning=args.from_beginning, idle_timeout=args.idle_timeout,
                                 max_records=args.max, security=security.from_settings(settings)))
     return 0
 
@@ -57,12 +57,15 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(func=cmd_send)
 
     p = sub.add_parser("tail", help="follow the output (or dead-letter) topic",
-                       description="Prints the records of the output topic (or others) as they arrive. A topic "
-                                   "that does not exist yet is waited for, as kafka-console-consumer does.")
+                       description="Prints the records of the output topic (or others) as they arrive, from "
+                                   "now on unless --from-beginning, as kafka-console-consumer does. A topic that "
+                                   "does not exist yet is waited for, then read from its beginning (everything "
+                                   "in it arrived after tail started).")
     p.add_argument("--dlq", action="store_true", help="follow TEXTSTREAM_DLQ_TOPIC instead of the output topic")
     p.add_argument("--topic", action="append", help="topic to follow (repeatable); overrides --dlq")
     p.add_argument("--json", action="store_true", help="one JSON object per line, for scripts")
-    p.add_argument("--latest", action="store_true", help="only records arriving from now on")
+    p.add_argument("--from-beginning", action="store_true",
+                   help="print the records already in the topics too (default: only those arriving from now on)")
     p.add_argument("--max", type=int, help="stop after this many records")
     p.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a record")
     p.set_defaults(func=cmd_tail)

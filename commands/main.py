@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 
-from commands import clients, dev, models, train, worker
+from commands import clients, dev, dlq, models, predict, train, worker
 from worker.errors import TextstreamError
+
+
+def version() -> str:
+    """The installed package's version (pyproject.toml, via its metadata)."""
+    try:
+        return importlib.metadata.version("textstream")
+    except importlib.metadata.PackageNotFoundError:  # run from a clone that was never installed
+        return "unknown (not installed: pip install -e .)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,8 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=worker.settings_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"textstream {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (worker, train, models, clients, dev):
+    for group in (worker, train, models, predict, clients, dlq, dev):
         group.add_parsers(sub)
     return parser
 

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import functools
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
+import orjson
 from pydantic import BaseModel
 
 from commands import models
 from training import config
 from training.config import ClassifierConfig, ClustererConfig, TrainConfig
+from worker import config as worker_config
 from worker import logs
+from worker.errors import TextstreamError
 
 EXIT_GATE_REFUSED = 3
 
@@ -51,33 +58,80 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    logs.setup("INFO")
+    settings = worker_config.load_settings()
+    logs.setup(settings.log_level, settings.log_format)
+    if args.check:
+        return cmd_check(args)
     from training.train import train
 
+    # With --json, stdout carries one JSON object and nothing else; the human lines go to stderr.
+    say = functools.partial(print, file=sys.stderr if args.json else sys.stdout)
     args.model_dir = models.model_dir(args)
-    result = train([Path(p) for p in args.data], args.model_dir, train_config(args),
-                   eval_paths=[Path(p) for p in args.eval_data] if args.eval_data else None)
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        result = train([Path(p) for p in args.data], args.model_dir, train_config(args),
+                       eval_paths=[Path(p) for p in args.eval_data] if args.eval_data else None)
     m, weights = result.metrics, result.details.get("branch_weights") or {}
     mix = (f" (LSTM weight {weights['lstm_weight']}, n-gram weight {weights['ngram_weight']})"
            if "lstm_weight" in weights else "")
-    print(f"classifier: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}{mix}")
-    print(f"clusters:   NMI {m['nmi']:.4f}  ARI {m['ari']:.4f}  purity {m['purity']:.4f}  silhouette {m['silhouette']:.4f}")
-    print(result.decision.describe())
+    say(f"classifier: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}{mix}")
+    say(f"clusters:   NMI {m['nmi']:.4f}  ARI {m['ari']:.4f}  purity {m['purity']:.4f}  silhouette {m['silhouette']:.4f}")
+    say(result.decision.describe())
     took = ", ".join(f"{k} {v:.0f}s" for k, v in result.timings.items() if k != "total")
+    report = None if result.version is None else args.model_dir / str(result.version) / "report" / "report.md"
+    if args.json:
+        print(orjson.dumps({
+            "published": result.version is not None, "version": result.version, "model_dir": str(args.model_dir),
+            "metrics": result.metrics, "gate": dataclasses.asdict(result.decision),
+            "seconds": round(result.seconds, 1), "timings_s": {k: round(v, 1) for k, v in result.timings.items()},
+            "report": None if report is None else str(report),
+        }).decode())
     if result.version is None:
-        print(f"not published; took {result.seconds:.0f}s ({took})")
+        say(f"not published; took {result.seconds:.0f}s ({took})")
         return EXIT_GATE_REFUSED
     models.announce(args, {"event": "published", "version": result.version})
-    print(f"published version {result.version} to {args.model_dir} in {result.seconds:.0f}s ({took}); "
-          f"report: {args.model_dir / str(result.version) / 'report' / 'report.md'}")
+    say(f"published version {result.version} to {args.model_dir} in {result.seconds:.0f}s ({took}); report: {report}")
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """`train --check`: read and split the data as training would, print what it found, exit 0 (usable)
+    or 1 (not), without training."""
+    from training.train import check
+
+    try:
+        found = check([Path(p) for p in args.data], train_config(args),
+                      eval_paths=[Path(p) for p in args.eval_data] if args.eval_data else None)
+    except TextstreamError as exc:
+        if args.json:
+            print(orjson.dumps({"ok": False, "error": str(exc)}).decode())
+        print(f"textstream train --check: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(orjson.dumps({"ok": True, **found}).decode())
+        return 0
+    print(check_text(found))
+    return 0
+
+
+def check_text(found: dict[str, Any]) -> str:
+    splits, per_label = found["splits"], found["per_label"]
+    width = max(len("label"), *(len(name) for name in per_label))
+    lines = [f"data:   {', '.join(found['sources'])}",
+             f"rows:   {found['rows']} usable, {found['skipped']} skipped",
+             f"splits: {splits['fit']} fit, {splits['validation']} validation (early stopping, branch weights), "
+             f"{splits['evaluation']} evaluation",
+             "", f"  {'label':<{width}}  {'fit':>7}  {'validation':>10}  {'evaluation':>10}"]
+    lines += [f"  {name:<{width}}  {n['fit']:>7}  {n['validation']:>10}  {n['evaluation']:>10}" for name, n in per_label.items()]
+    return "\n".join(lines) + "\n\ndata OK: `textstream train` with the same flags would train on these"
+
+
 class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except where there is none to show."""
+    """Shows defaults, except where there is none to show: no value, a required option, or an on/off
+    flag (--no-announce is on or off, its "default: True" would only confuse)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None or action.default is False or action.required:
+        flag = isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction)
+        if action.default is None or action.default is False or action.required or flag:
             return action.help or ""
         return str(super()._get_help_string(action))
 
@@ -103,4 +157,10 @@ def add_parsers(sub: Any) -> None:
     groups["quality gate"].add_argument(
         "--no-announce", dest="announce", action="store_false",
         help="do not announce the new version on TEXTSTREAM_MODELS_TOPIC (workers still find it by polling)")
+    g.add_argument("--check", action="store_true",
+                   help="only read and split the data: print the rows per label in each split, exit 0 if "
+                        "training could start, 1 if not")
+    g.add_argument("--json", action="store_true",
+                   help="print one JSON object on stdout (the version published or null, metrics, gate decision; "
+                        "with --check, what was found); the readable lines go to stderr")
     p.set_defaults(func=cmd_train)

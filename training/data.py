@@ -12,6 +12,7 @@ joined as the worker joins them (worker/textfields.py); a row lacking one of the
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -59,7 +60,7 @@ def _kind(path: Path) -> str:
     raise DataError(f"{path}: unknown format; use .jsonl or .csv (optionally .gz), or a directory of per-class text files")
 
 
-def _open_bytes(path: Path) -> BinaryIO:
+def open_bytes(path: Path) -> BinaryIO:
     if path.suffix == ".gz":
         return cast(BinaryIO, gzip.open(path, "rb"))
     return path.open("rb")
@@ -82,7 +83,7 @@ def _jsonl_rows(path: Path, text_fields: Sequence[str], label_field: str) -> Ite
     seen_label = False
     seen_text: set[str] = set()
     objects = 0
-    with _open_bytes(path) as fh:
+    with open_bytes(path) as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -105,10 +106,19 @@ def _jsonl_rows(path: Path, text_fields: Sequence[str], label_field: str) -> Ite
             raise DataError(f"{path}: no row has a '{name}' field (choose the field with --{flag}-field)")
 
 
-def _csv_rows(path: Path, text_fields: Sequence[str], label_field: str) -> Iterator[Row]:
+@contextlib.contextmanager
+def open_csv(path: Path) -> Iterator[csv.DictReader[str]]:
+    """A CSV (or .tsv, optionally .gz) file's rows as dicts, read from UTF-8 with or without a byte
+    order mark (Excel's "CSV UTF-8" writes one: read as plain UTF-8, the first column's name would
+    start with U+FEFF and match no field). Bytes that are not UTF-8 come through as surrogates
+    (`_has_surrogates`)."""
     delimiter = "\t" if path.name.lower().removesuffix(".gz").endswith(".tsv") else ","
-    with io.TextIOWrapper(_open_bytes(path), encoding="utf-8", errors="surrogateescape", newline="") as fh:
-        reader = csv.DictReader(fh, delimiter=delimiter)
+    with io.TextIOWrapper(open_bytes(path), encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
+        yield csv.DictReader(fh, delimiter=delimiter)
+
+
+def _csv_rows(path: Path, text_fields: Sequence[str], label_field: str) -> Iterator[Row]:
+    with open_csv(path) as reader:
         fields = reader.fieldnames
         if fields is None:
             return
@@ -161,7 +171,7 @@ def _rows(path: Path, text_fields: Sequence[str], label_field: str) -> Iterator[
 def _is_empty(path: Path) -> bool:
     if path.is_dir():
         return not any(not p.name.startswith(".") for p in path.iterdir())
-    with _open_bytes(path) as fh:
+    with open_bytes(path) as fh:
         return not any(line.strip() for line in fh)
 
 

@@ -102,6 +102,20 @@ def _prepare(paths: Sequence[Path], eval_paths: Sequence[Path] | None, cfg: Trai
                         "bad_rows": {k: v[:100] for k, v in ds.bad_rows.items()}}}
 
 
+def check(paths: Sequence[Path], cfg: TrainConfig = TrainConfig(), eval_paths: Sequence[Path] | None = None,
+          worker_settings: Settings | None = None) -> dict[str, Any]:
+    """What `train` would train on, without training: the data summary (rows, skipped rows, classes)
+    and the size of each split, with the texts per label in each. Raises DataError as `train` does."""
+    d = _prepare(paths, eval_paths, cfg, worker_settings or load_settings())
+    names, tr_y, te_y = d["names"], d["tr_y"], d["te_y"]
+    _, _, fit_y, val_y = _split(d["tr_x"], tr_y, cfg.classifier.validation_fraction, cfg.seed)
+    splits = {"fit": fit_y, "validation": val_y, "evaluation": te_y}
+    summary = {k: v for k, v in d["summary"].items() if k != "bad_rows"}
+    return {**summary, "labels": names, "splits": {k: len(v) for k, v in splits.items()},
+            "per_label": {name: {k: int(np.sum(v == i)) for k, v in splits.items()} for i, name in enumerate(names)},
+            "bad_rows": d["summary"]["bad_rows"]}
+
+
 def train(paths: Sequence[Path], model_dir: Path, cfg: TrainConfig = TrainConfig(),
           eval_paths: Sequence[Path] | None = None, worker_settings: Settings | None = None) -> TrainResult:
     """Train, evaluate and (if the quality gate agrees) publish one new version. `worker_settings`

@@ -82,7 +82,8 @@ async def follow(
     max_records: int | None = None, security: ClientSecurity = PLAINTEXT, topic_wait: float | None = None,
 ) -> AsyncIterator[Record]:
     """Yield records of `topics` (no consumer group, nothing committed) until `max_records` or
-    `idle_timeout` seconds without a record.
+    `idle_timeout` seconds without a record: from their beginning, or (not `from_beginning`) only
+    the records that arrive from now on (`start_positions`).
 
     Topics that do not exist yet are waited for, as kafka-console-consumer does: a reader started
     before the worker (which creates its topics) attaches when they appear. `topic_wait` bounds
@@ -97,13 +98,16 @@ async def follow(
         await consumer.stop()
         raise await unreachable(bootstrap, security, exc) from None
     try:
-        partitions = [TopicPartition(topic, p) for topic, parts in
-                      (await partitions_of(consumer, topics, topic_wait)).items() for p in sorted(parts)]
+        await consumer._client.force_metadata_update()  # aiokafka has no public refresh
+        existing = {t for t in topics if consumer.partitions_for_topic(t)}
+        found = await partitions_of(consumer, topics, topic_wait)
+        partitions = [TopicPartition(topic, p) for topic, parts in found.items() for p in sorted(parts)]
         consumer.assign(partitions)
-        if from_beginning:
-            await consumer.seek_to_beginning(*partitions)
-        else:
-            await consumer.seek_to_end(*partitions)
+        start, end = start_positions(found, existing, from_beginning)
+        if start:
+            await consumer.seek_to_beginning(*start)
+        if end:
+            await consumer.seek_to_end(*end)
         seen = 0
         last = time.monotonic()
         while max_records is None or seen < max_records:
@@ -121,6 +125,18 @@ async def follow(
                     seen += 1
     finally:
         await consumer.stop()
+
+
+def start_positions(found: dict[str, set[int]], existing: set[str],
+                    from_beginning: bool) -> tuple[list[TopicPartition], list[TopicPartition]]:
+    """(partitions read from their beginning, partitions read from their end). Without
+    `from_beginning`, only records arriving from now on: the end of the topics that existed when the
+    reader started, and all of a topic created since (everything in it arrived after the start)."""
+    start: list[TopicPartition] = []
+    end: list[TopicPartition] = []
+    for topic, parts in found.items():
+        (start if from_beginning or topic not in existing else end).extend(TopicPartition(topic, p) for p in sorted(parts))
+    return start, end
 
 
 async def partitions_of(consumer: AIOKafkaConsumer, topics: Sequence[str],

@@ -17,7 +17,7 @@ def test_help_lists_commands_and_every_variable(capsys: pytest.CaptureFixture[st
         main(["--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    for command in ["worker", "kafka", "send", "tail", "train", "demo"]:
+    for command in ["worker", "kafka", "send", "tail", "train", "demo", "predict", "dlq", "models"]:
         assert command in out
     for name, _, _ in describe():
         assert name in out
