@@ -9,7 +9,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 
-from commands import models
+from commands import clients, models
 from training import config
 from training.config import ClassifierConfig, ClustererConfig, TrainConfig
 from worker import logs
@@ -103,4 +103,5 @@ def add_parsers(sub: Any) -> None:
     groups["quality gate"].add_argument(
         "--no-announce", dest="announce", action="store_false",
         help="do not announce the new version on TEXTSTREAM_MODELS_TOPIC (workers still find it by polling)")
+    clients.add_command_config(p)
     p.set_defaults(func=cmd_train)
