@@ -20,6 +20,7 @@ import base64
 import binascii
 import datetime as dt
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,9 @@ class ClientCredentialsTokenProvider(AbstractTokenProvider):  # type: ignore[mis
         self._clock = clock
         self._token: str | None = None
         self._refresh_at = 0.0
-        self._lock = asyncio.Lock()
+        # One lock per event loop: the worker's Faust consumer runs in a thread with a loop of its
+        # own, and an asyncio.Lock may only ever wait in one loop.
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:
         return f"ClientCredentialsTokenProvider({self.url!r}, client_id={self.client_id!r})"
@@ -136,7 +139,8 @@ class ClientCredentialsTokenProvider(AbstractTokenProvider):  # type: ignore[mis
         return f"client {self.client_id} at {self.setting}={self.url}"
 
     async def token(self) -> str:
-        async with self._lock:  # connections logging in at once share one request
+        lock = self._locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+        async with lock:  # connections of one loop logging in at once share one request
             if self._token is None or self._clock() >= self._refresh_at:
                 self._token, self._refresh_at = await self._fetch()
             return self._token

@@ -194,3 +194,22 @@ def test_a_refused_token_challenge_is_answered_so_the_broker_says_why(tmp_path: 
     assert asyncio.run(exchange(b""))[:2] == [first, None]
     # refused: the error challenge gets the lone %x01; the broker's answer to it is the failure
     assert asyncio.run(exchange(b'{"status":"invalid_token"}')) == [first, (b"\x01", True), None]
+
+
+def test_one_provider_serves_logins_from_several_event_loops() -> None:
+    """The worker's Faust consumer logs in from a thread with its own loop, the rest from the main one."""
+    provider = ClientCredentialsTokenProvider("http://idp/token", "c", "s")
+    fetched: list[int] = []
+
+    async def fake_fetch() -> tuple[str, float]:
+        await asyncio.sleep(0.01)  # the other logins of this loop wait on the lock meanwhile
+        fetched.append(1)
+        return f"tok-{len(fetched)}", 0.0  # due again at once
+
+    provider._fetch = fake_fetch  # type: ignore[method-assign]
+
+    async def logins() -> list[str]:
+        return list(await asyncio.gather(*(provider.token() for _ in range(3))))
+
+    assert asyncio.run(logins()) == ["tok-1", "tok-2", "tok-3"]
+    assert asyncio.run(logins()) == ["tok-4", "tok-5", "tok-6"]  # another loop: no "bound to a different loop"
