@@ -49,9 +49,9 @@ class TokenError(TextstreamError, KafkaError):  # type: ignore[misc]  # aiokafka
 class _Authenticator(aiokafka_conn.OAuthAuthenticator):  # type: ignore[misc]  # aiokafka ships no stubs
     """aiokafka 0.14.0's OAUTHBEARER exchange, completed. A broker that refuses the token does not
     answer with an error at once: it sends an error challenge ({"status":"invalid_token"}) and waits
-    for the client's lone %x01 (RFC 7628 3.2.3). aiokafka sends nothing, counts itself logged in,
-    and the broker closes the connection at the next request, so all a client saw was a closed
-    connection. Answering the challenge makes the broker fail the exchange with its reason, which
+    for the client's lone %x01 (RFC 7628 3.2.3). aiokafka sends nothing and counts itself logged
+    in; the next request finds no usable answer (a worker on the test broker died with
+    NodeNotReadyError after "No broker metadata found"). Answering the challenge makes the broker fail the exchange with its reason, which
     aiokafka raises as SaslAuthenticationFailed (explained by worker/security.py)."""
 
     _challenge_answered = False
