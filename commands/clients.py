@@ -12,8 +12,21 @@ from typing import Any
 from worker import config, logs
 
 
+def add_command_config(p: argparse.ArgumentParser) -> None:
+    """--command-config FILE / -F FILE: Kafka client properties, as kafka-console-* and kcat take them."""
+    p.add_argument("--command-config", "-F", type=Path, metavar="FILE",
+                   help="Kafka client properties file (bootstrap.servers, security.protocol, sasl.*, ssl.*); "
+                        "overrides TEXTSTREAM_KAFKA_CONFIG_FILE, and TEXTSTREAM_* variables win over its keys")
+
+
+def kafka_settings(args: argparse.Namespace) -> config.Settings:
+    """The settings, with the properties file of --command-config when one was given."""
+    path = getattr(args, "command_config", None)
+    return config.load_settings(kafka_config_file=path) if path is not None else config.load_settings()
+
+
 def cmd_send(args: argparse.Namespace) -> int:
-    settings = config.load_settings()
+    settings = kafka_settings(args)
     logs.setup(settings.log_level, settings.log_format)
     from worker import client, security, topics
 
@@ -34,7 +47,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    settings = config.load_settings()
+    settings = kafka_settings(args)
     logs.setup(settings.log_level, settings.log_format)
     from worker import client, security
 
@@ -54,6 +67,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--topic", help="default: TEXTSTREAM_INPUT_TOPIC")
     p.add_argument("--key-field", default="id",
                    help="JSON field whose string value becomes the record key (default: id; '' for none)")
+    add_command_config(p)
     p.set_defaults(func=cmd_send)
 
     p = sub.add_parser("tail", help="follow the output (or dead-letter) topic",
@@ -68,4 +82,5 @@ def add_parsers(sub: Any) -> None:
                    help="print the records already in the topics too (default: only those arriving from now on)")
     p.add_argument("--max", type=int, help="stop after this many records")
     p.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a record")
+    add_command_config(p)
     p.set_defaults(func=cmd_tail)

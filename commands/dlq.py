@@ -10,7 +10,8 @@ from typing import Any
 
 import orjson
 
-from worker import config, logs
+from commands import clients
+from worker import logs
 from worker.client import snippet
 from worker.errors import ConfigError
 from worker.replay import DeadLetter, Plan, Selection
@@ -58,7 +59,7 @@ def statuses(p: Plan, dry_run: bool) -> list[tuple[DeadLetter, str]]:
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    settings = config.load_settings()
+    settings = clients.kafka_settings(args)
     logs.setup(settings.log_level, settings.log_format)
     from worker import replay, security, topics
 
@@ -100,5 +101,6 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per dead letter, with its status")
     p.add_argument("--topic", help="dead-letter topic (default: TEXTSTREAM_DLQ_TOPIC)")
     p.add_argument("--to", help="where to send (default: TEXTSTREAM_INPUT_TOPIC)")
+    clients.add_command_config(p)
     p.add_argument("--ledger", help="topic recording what was replayed (default: the dead-letter topic + '.replayed')")
     p.set_defaults(func=cmd_dlq)

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from commands import clients
 from worker import config, events, registry, security, topics
 from worker.errors import RegistryError
 
@@ -96,7 +97,7 @@ def show_text(root: Path, e: dict[str, Any]) -> str:
 def announce(args: argparse.Namespace, event: dict[str, Any]) -> None:
     """Tell running workers on TEXTSTREAM_MODELS_TOPIC; they also poll, so a missing broker only delays them."""
     if getattr(args, "announce", True):
-        settings = config.load_settings()
+        settings = clients.kafka_settings(args)
         events.notify(settings.bootstrap_servers, settings.models_topic, {**event, "registry": str(args.model_dir)},
                       security=security.from_settings(settings), spec=topics.TopicSpec.from_settings(settings))
 
@@ -201,4 +202,5 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--no-announce", dest="announce", action="store_false",
                    help="pin/unpin/rollback: do not announce the change on TEXTSTREAM_MODELS_TOPIC")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    clients.add_command_config(p)
     p.set_defaults(func=cmd_models)

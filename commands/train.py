@@ -14,10 +14,9 @@ from typing import Any, Literal, get_args, get_origin
 import orjson
 from pydantic import BaseModel
 
-from commands import models
+from commands import clients, models
 from training import config
 from training.config import ClassifierConfig, ClustererConfig, TrainConfig
-from worker import config as worker_config
 from worker import logs
 from worker.errors import TextstreamError
 
@@ -58,7 +57,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    settings = worker_config.load_settings()
+    settings = clients.kafka_settings(args)
     logs.setup(settings.log_level, settings.log_format)
     if args.check:
         return cmd_check(args)
@@ -163,4 +162,5 @@ def add_parsers(sub: Any) -> None:
     g.add_argument("--json", action="store_true",
                    help="print one JSON object on stdout (the version published or null, metrics, gate decision; "
                         "with --check, what was found); the readable lines go to stderr")
+    clients.add_command_config(p)
     p.set_defaults(func=cmd_train)

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from commands import clients
 from worker import config, limits, logs
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ def version_labels(folder: Path) -> list[str]:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    settings = config.load_settings()
+    settings = clients.kafka_settings(args)
     logs.setup(settings.log_level, settings.log_format)
     from worker import registry, security, topics
 
@@ -83,4 +84,5 @@ def derive_limits(settings: config.Settings, cluster: limits.ClusterLimits) -> c
 def add_parsers(sub: Any) -> None:
     p = sub.add_parser("worker", help="run a worker (joins the consumer group TEXTSTREAM_APP_ID)",
                        epilog=settings_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    clients.add_command_config(p)
     p.set_defaults(func=cmd_worker)

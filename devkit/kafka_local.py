@@ -7,8 +7,10 @@ so the CLI and test fixtures can use it without importing faust.
 
 from __future__ import annotations
 
+import base64
 import errno
 import hashlib
+import json
 import logging
 import os
 import re
@@ -61,6 +63,9 @@ class BrokerConfig:
     # broker itself and the default clients); the users are created when the storage is formatted.
     sasl_port: int | None = None
     scram_users: tuple[tuple[str, str], ...] = ()
+    # Also accept SASL/OAUTHBEARER on the SASL listener, validated by Kafka's unsecured JWT validator
+    # (unsigned tokens with `sub` and `exp`): for tests of token login, never for a real cluster.
+    oauthbearer: bool = False
     # Optional extra SSL listener that requires a client certificate (mutual TLS): keystore = PEM
     # file with the broker's certificate chain and unencrypted PKCS#8 key, truststore = PEM CA(s)
     # of the client certificates. For tests; the demo broker has none.
@@ -86,6 +91,8 @@ class BrokerConfig:
                                       "(TEXTSTREAM_SASL_USERNAME and TEXTSTREAM_SASL_PASSWORD)")
         elif self.scram_users:
             raise KafkaLocalError("SCRAM users without a SASL listener: set sasl_port (TEXTSTREAM_KAFKA_SASL_PORT)")
+        elif self.oauthbearer:
+            raise KafkaLocalError("OAUTHBEARER without a SASL listener: set sasl_port")
         if self.ssl_port is not None:
             if self.ssl_port in (self.port, self.controller_port, self.sasl_port):
                 raise KafkaLocalError(f"the SSL port {self.ssl_port} is also another listener's port")
@@ -170,6 +177,17 @@ def ssl_bootstrap(cfg: BrokerConfig) -> str | None:
     return f"{cfg.host}:{cfg.ssl_port}" if cfg.ssl_port is not None else None
 
 
+def unsecured_jwt(subject: str, lifetime_s: float = 3600.0, now: float | None = None) -> str:
+    """An unsigned JWT ({"alg":"none"}) with `sub`, `iat` and `exp`: what the local broker's
+    OAUTHBEARER listener accepts (Kafka's unsecured validator). A negative lifetime gives an expired one."""
+    issued = time.time() if now is None else now
+
+    def part(obj: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj, separators=(",", ":")).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none'})}.{part({'sub': subject, 'iat': int(issued), 'exp': int(issued + lifetime_s)})}."
+
+
 def require_tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
@@ -220,12 +238,21 @@ def render_properties(cfg: BrokerConfig) -> str:
         listeners += f",SASL_PLAINTEXT://{cfg.host}:{cfg.sasl_port}"
         protocols += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
         # No credentials in the file: the users live in the metadata log (format --add-scram).
+        mechanisms = SCRAM_MECHANISM + (",OAUTHBEARER" if cfg.oauthbearer else "")
         lines += [
             "# SCRAM listener for clients; the broker itself still talks PLAINTEXT.",
-            f"sasl.enabled.mechanisms={SCRAM_MECHANISM}",
+            f"sasl.enabled.mechanisms={mechanisms}",
             f"listener.name.sasl_plaintext.{SCRAM_MECHANISM.lower()}.sasl.jaas.config="
             "org.apache.kafka.common.security.scram.ScramLoginModule required;",
         ]
+        if cfg.oauthbearer:
+            # No server callback handler: Kafka validates tokens with its unsecured JWT validator.
+            lines += [
+                "# OAUTHBEARER with unsigned test tokens (OAuthBearerUnsecuredValidatorCallbackHandler).",
+                "listener.name.sasl_plaintext.oauthbearer.sasl.jaas.config="
+                "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required "
+                'unsecuredLoginStringClaim_sub="broker";',
+            ]
     if cfg.ssl_port is not None:
         listeners += f",SSL://{cfg.host}:{cfg.ssl_port}"
         protocols += ",SSL:SSL"

@@ -37,7 +37,10 @@ FETCH_MIN_BYTES = 262_144
 
 def broker_credentials(access: ClientSecurity) -> faust.types.auth.CredentialsT | None:
     """The same security as every other client, as Faust's credentials (its aiokafka driver maps
-    them back onto security_protocol, sasl_mechanism, sasl_plain_* and ssl_context)."""
+    them back onto security_protocol, sasl_mechanism, sasl_plain_* or sasl_oauth_token_provider, and
+    ssl_context)."""
+    if access.oauth:
+        return faust.OAuthCredentials(oauth_cb=access.token_provider, ssl_context=access.ssl_context)
     if access.sasl:
         return faust.SASLCredentials(username=access.username, password=access.password,
                                      mechanism=access.mechanism, ssl_context=access.ssl_context)

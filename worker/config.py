@@ -10,11 +10,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from worker import properties
 from worker.errors import ConfigError
 
 ENV_PREFIX = "TEXTSTREAM_"
@@ -24,8 +26,8 @@ _BROKER_RE = re.compile(r"^(kafka://)?[^\s:/;]+:\d{1,5}$")
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LogFormat = Literal["text", "json"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
-SaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
-SECRET_FIELDS = frozenset({"sasl_password", "ssl_key_password"})
+SaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN", "OAUTHBEARER"]
+SECRET_FIELDS = frozenset({"sasl_password", "ssl_key_password", "kafka_oauth_client_secret"})
 
 
 class Settings(BaseSettings):
@@ -81,7 +83,7 @@ class Settings(BaseSettings):
     security_protocol: SecurityProtocol = Field(
         "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (Kafka security.protocol)")
     sasl_mechanism: SaslMechanism = Field(
-        "SCRAM-SHA-512", description="SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN (used with SASL_*)")
+        "SCRAM-SHA-512", description="SCRAM-SHA-512, SCRAM-SHA-256, PLAIN or OAUTHBEARER (used with SASL_*)")
     sasl_username: str | None = Field(None, description="SASL user (required with SASL_*)")
     sasl_password: SecretStr | None = Field(None, description="SASL password (required with SASL_*; never logged)")
     ssl_cafile: Path | None = Field(None, description="PEM file of the CA(s) that signed the brokers' certificates "
@@ -89,12 +91,36 @@ class Settings(BaseSettings):
     ssl_certfile: Path | None = Field(None, description="PEM client certificate (chain) for TLS client authentication")
     ssl_keyfile: Path | None = Field(None, description="PEM private key of the client certificate")
     ssl_key_password: SecretStr | None = Field(None, description="password of an encrypted private key (never logged)")
+    # SASL/OAUTHBEARER (worker/oauth.py): a token file, or the client-credentials grant.
+    kafka_oauth_token_file: Path | None = Field(
+        None, description="OAUTHBEARER: file holding the token, read again at every login (e.g. a Kubernetes "
+                          "projected service-account token)")
+    kafka_oauth_token_url: str | None = Field(
+        None, description="OAUTHBEARER: token endpoint of the identity provider (client-credentials grant)")
+    kafka_oauth_client_id: str | None = Field(None, description="OAUTHBEARER: client id at the token endpoint")
+    kafka_oauth_client_secret: SecretStr | None = Field(
+        None, description="OAUTHBEARER: client secret at the token endpoint (never logged)")
+    kafka_oauth_scope: str | None = Field(None, description="OAUTHBEARER: scope to ask the token endpoint for "
+                                                            "(optional)")
+    # Java-style client properties (worker/properties.py); TEXTSTREAM_* variables win over the file.
+    kafka_config_file: Path | None = Field(
+        None, description="Kafka client properties file (bootstrap.servers, security.protocol, sasl.*, ssl.*), "
+                          "as kafka-console-* --command-config or kcat -F read it; variables set win over it")
     # Records held in memory (fetched, buffered, waiting or in flight), in bytes: worker/budget.py
     # splits it, docs/operations.md gives the RSS it bounds. 256 MiB fits the 2 GiB pod of deploy/k8s.
     max_buffered_bytes: int = Field(268_435_456, ge=8_388_608, le=68_719_476_736,
                                     description="bytes of consumed records the worker holds in memory at most "
                                                 "(backlog, Faust's buffer, fetches; each may exceed its share by "
                                                 "one record)")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Arguments, then TEXTSTREAM_* variables, then the properties file, then the defaults.
+        return init_settings, env_settings, PropertiesFileSource(settings_cls), dotenv_settings, file_secret_settings
 
     @field_validator("broker")
     @classmethod
@@ -151,17 +177,19 @@ class Settings(BaseSettings):
     def _mechanism_upper(cls, value: object) -> object:
         return value.strip().upper().replace("_", "-") if isinstance(value, str) else value
 
-    @field_validator("sasl_username", "ssl_cafile", "ssl_certfile", "ssl_keyfile", mode="before")
+    @field_validator("sasl_username", "ssl_cafile", "ssl_certfile", "ssl_keyfile", "kafka_oauth_token_file",
+                     "kafka_oauth_token_url", "kafka_oauth_client_id", "kafka_oauth_scope", "kafka_config_file",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("sasl_password", "ssl_key_password", mode="before")
+    @field_validator("sasl_password", "ssl_key_password", "kafka_oauth_client_secret", mode="before")
     @classmethod
     def _empty_secret_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and value == "" else value
 
-    @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+    @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile", "kafka_oauth_token_file", "kafka_config_file")
     @classmethod
     def _readable_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
@@ -174,10 +202,18 @@ class Settings(BaseSettings):
         problems: list[tuple[str, str]] = []
         sasl = self.security_protocol.startswith("SASL_")
         tls = self.security_protocol.endswith("SSL")
-        if sasl and not self.sasl_username:
+        oauth = sasl and self.sasl_mechanism == "OAUTHBEARER"
+        if oauth:
+            problems.extend(self._oauth_problems())
+        if sasl and not oauth and not self.sasl_username:
             problems.append(("sasl_username", f"required with TEXTSTREAM_SECURITY_PROTOCOL={self.security_protocol}"))
-        if sasl and (self.sasl_password is None or not self.sasl_password.get_secret_value()):
+        if sasl and not oauth and (self.sasl_password is None or not self.sasl_password.get_secret_value()):
             problems.append(("sasl_password", f"required with TEXTSTREAM_SECURITY_PROTOCOL={self.security_protocol}"))
+        oauth_set = [f for f in _OAUTH_FIELDS if getattr(self, f) is not None]
+        if oauth_set and not oauth:
+            problems.append(("sasl_mechanism", f"{', '.join(ENV_PREFIX + f.upper() for f in oauth_set)} set but the "
+                             f"mechanism is {self.sasl_mechanism} over {self.security_protocol}; use OAUTHBEARER over "
+                             "SASL_PLAINTEXT or SASL_SSL"))
         if not sasl and (self.sasl_username or self.sasl_password is not None):
             problems.append(("security_protocol", "SASL credentials are set but the protocol is "
                              f"{self.security_protocol}; use SASL_PLAINTEXT or SASL_SSL"))
@@ -194,6 +230,25 @@ class Settings(BaseSettings):
         if problems:
             raise SecurityConfigProblems(problems)
         return self
+
+    def _oauth_problems(self) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        if self.sasl_username or self.sasl_password is not None:
+            problems.append(("sasl_mechanism", "OAUTHBEARER logs in with a token, not TEXTSTREAM_SASL_USERNAME/"
+                             "TEXTSTREAM_SASL_PASSWORD; unset them or use a SCRAM mechanism"))
+        if (self.kafka_oauth_token_file is None) == (self.kafka_oauth_token_url is None):
+            problems.append(("kafka_oauth_token_file", "OAUTHBEARER needs exactly one token source: "
+                             "TEXTSTREAM_KAFKA_OAUTH_TOKEN_FILE or TEXTSTREAM_KAFKA_OAUTH_TOKEN_URL"))
+        if self.kafka_oauth_token_url is not None:
+            if not re.match(r"^https?://[^\s/]+", self.kafka_oauth_token_url):
+                problems.append(("kafka_oauth_token_url", "an http:// or https:// URL"))
+            if not self.kafka_oauth_client_id:
+                problems.append(("kafka_oauth_client_id", "required with TEXTSTREAM_KAFKA_OAUTH_TOKEN_URL"))
+            if self.kafka_oauth_client_secret is None:
+                problems.append(("kafka_oauth_client_secret", "required with TEXTSTREAM_KAFKA_OAUTH_TOKEN_URL"))
+        elif self.kafka_oauth_client_id or self.kafka_oauth_client_secret is not None or self.kafka_oauth_scope:
+            problems.append(("kafka_oauth_token_url", "required with TEXTSTREAM_KAFKA_OAUTH_CLIENT_ID/_SECRET/_SCOPE"))
+        return problems
 
     @property
     def bootstrap_servers(self) -> str:
@@ -240,6 +295,25 @@ def parse_topic_configs(text: str) -> dict[str, str]:
             raise ValueError(f"{key} is given twice")
         configs[key] = value
     return configs
+
+
+class PropertiesFileSource(PydanticBaseSettingsSource):
+    """The Kafka client properties file named by the arguments or TEXTSTREAM_KAFKA_CONFIG_FILE
+    (worker/properties.py), below both: a variable that is set wins over the file's key."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads the whole file at once
+
+    def __call__(self) -> dict[str, Any]:
+        path = self.current_state.get("kafka_config_file")
+        if path is None or (isinstance(path, str) and not path.strip()):
+            return {}
+        given = "kafka_config_file" in self.settings_sources_data.get("InitSettingsSource", {})
+        return dict(properties.read(Path(path), "--command-config" if given else "TEXTSTREAM_KAFKA_CONFIG_FILE"))
+
+
+_OAUTH_FIELDS = ("kafka_oauth_token_file", "kafka_oauth_token_url", "kafka_oauth_client_id",
+                 "kafka_oauth_client_secret", "kafka_oauth_scope")
 
 
 class SecurityConfigProblems(ValueError):

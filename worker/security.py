@@ -1,6 +1,6 @@
 """Kafka security for every client of the project: TLS (optionally with a client certificate) and
-SASL (SCRAM-SHA-512, SCRAM-SHA-256, PLAIN) from the TEXTSTREAM_SECURITY_PROTOCOL / SASL_* / SSL_*
-settings.
+SASL (SCRAM-SHA-512, SCRAM-SHA-256, PLAIN; OAUTHBEARER with a token provider from worker/oauth.py)
+from the TEXTSTREAM_SECURITY_PROTOCOL / SASL_* / SSL_* / KAFKA_OAUTH_* settings.
 
 `from_settings` builds one `ClientSecurity`; `kwargs()` gives the aiokafka client arguments
 (consumer, producer, admin) and worker/app.py maps the same object onto Faust's
@@ -28,8 +28,10 @@ from aiokafka.errors import (
 )
 from aiokafka.helpers import create_ssl_context
 
+from worker import oauth
 from worker.config import SaslMechanism, SecurityProtocol, Settings
 from worker.errors import ConfigError, TextstreamError
+from worker.oauth import ClientCredentialsTokenProvider, FileTokenProvider, TokenError
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +55,16 @@ class ClientSecurity:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     ssl_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
+    # OAUTHBEARER: where tokens come from (instead of username and password).
+    token_provider: FileTokenProvider | ClientCredentialsTokenProvider | None = field(
+        default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.sasl and not (self.mechanism and self.username and self.password):
+        if self.oauth and self.token_provider is None:
+            raise ConfigError(f"{self.protocol}/OAUTHBEARER needs a token provider")
+        if self.oauth:
+            oauth.install()  # a refused token is reported as such, not as a closed connection
+        if self.sasl and not self.oauth and not (self.mechanism and self.username and self.password):
             raise ConfigError(f"{self.protocol} needs a SASL mechanism, a username and a password")
         if self.tls and self.ssl_context is None:
             raise ConfigError(f"{self.protocol} needs an SSL context")
@@ -63,6 +72,10 @@ class ClientSecurity:
     @property
     def sasl(self) -> bool:
         return self.protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    @property
+    def oauth(self) -> bool:
+        return self.sasl and self.mechanism == "OAUTHBEARER"
 
     @property
     def tls(self) -> bool:
@@ -73,13 +86,19 @@ class ClientSecurity:
         out: dict[str, Any] = {"security_protocol": self.protocol}
         if self.tls:
             out["ssl_context"] = self.ssl_context
-        if self.sasl:
+        if self.oauth:
+            out.update(sasl_mechanism=self.mechanism, sasl_oauth_token_provider=self.token_provider)
+        elif self.sasl:
             out.update(sasl_mechanism=self.mechanism, sasl_plain_username=self.username,
                        sasl_plain_password=self.password)
         return out
 
     def describe(self) -> str:
-        """'PLAINTEXT', 'SSL' or 'SASL_SSL/SCRAM-SHA-512 as alice': for messages, never the password."""
+        """'PLAINTEXT', 'SSL', 'SASL_SSL/SCRAM-SHA-512 as alice' or 'SASL_SSL/OAUTHBEARER with token
+        from ...': for messages, never the password, the secret or the token."""
+        if self.oauth:
+            assert self.token_provider is not None
+            return f"{self.protocol}/OAUTHBEARER with {self.token_provider.describe()}"
         if self.sasl:
             return f"{self.protocol}/{self.mechanism} as {self.username}"
         return self.protocol
@@ -119,6 +138,8 @@ def from_settings(settings: Settings) -> ClientSecurity:
     if protocol in ("SSL", "SASL_SSL"):
         ctx = ssl_context(settings.ssl_cafile, settings.ssl_certfile, settings.ssl_keyfile,
                           settings.ssl_key_password.get_secret_value() if settings.ssl_key_password else None)
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL") and settings.sasl_mechanism == "OAUTHBEARER":
+        return ClientSecurity(protocol, "OAUTHBEARER", ssl_context=ctx, token_provider=token_provider(settings))
     if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
         assert settings.sasl_password is not None  # the settings validator requires it
         return ClientSecurity(protocol, settings.sasl_mechanism, settings.sasl_username,
@@ -126,9 +147,26 @@ def from_settings(settings: Settings) -> ClientSecurity:
     return ClientSecurity(protocol, ssl_context=ctx)
 
 
+def token_provider(settings: Settings) -> FileTokenProvider | ClientCredentialsTokenProvider:
+    """The OAUTHBEARER token source the settings name (the settings validator requires exactly one)."""
+    if settings.kafka_oauth_token_file is not None:
+        return FileTokenProvider(settings.kafka_oauth_token_file)
+    assert settings.kafka_oauth_token_url and settings.kafka_oauth_client_id and settings.kafka_oauth_client_secret
+    return ClientCredentialsTokenProvider(settings.kafka_oauth_token_url, settings.kafka_oauth_client_id,
+                                          settings.kafka_oauth_client_secret.get_secret_value(),
+                                          settings.kafka_oauth_scope)
+
+
 def explain(server: str, security: ClientSecurity, exc: BaseException) -> KafkaAuthError | None:
     """A KafkaAuthError saying what to check when `exc` is an authentication or TLS failure."""
     where = f"Kafka at {server}"
+    if isinstance(exc, TokenError):
+        return KafkaAuthError(f"cannot authenticate to {where} ({security.protocol}/OAUTHBEARER): {exc}")
+    if isinstance(exc, SaslAuthenticationFailed) and security.oauth:
+        assert security.token_provider is not None
+        detail = str(exc).split(": ", 1)[-1] or "authentication failed"
+        return KafkaAuthError(f"cannot authenticate to {where} ({security.describe()}): the broker refused the "
+                              f"token: {detail}; check {security.token_provider.setting}")
     if isinstance(exc, SaslAuthenticationFailed):
         detail = str(exc).split(": ", 1)[-1] or "authentication failed"
         return KafkaAuthError(f"cannot authenticate to {where} as {security.username} "

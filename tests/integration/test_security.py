@@ -1,7 +1,8 @@
-"""Kafka security on a real broker: a SCRAM-SHA-512 listener and a mutual-TLS listener, the worker
-and the client commands connecting through them, and wrong credentials or a missing client
-certificate stopping them at once with a message that says what to check (instead of Faust
-retrying for ever)."""
+"""Kafka security on a real broker: a SASL listener (SCRAM-SHA-512, and OAUTHBEARER with Kafka's
+unsecured JWT validator) and a mutual-TLS listener, the worker and the client commands connecting
+through them (also from a client properties file), and wrong credentials, a refused or expired
+token or a missing client certificate stopping them at once with a message that says what to check
+(instead of Faust retrying for ever)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from devkit.stack import free_ports
 from tests.integration.conftest import REPO, Stack, running_broker, stack_on
 from tests.pki import KEY_PASSWORD, make_pki
 from worker import client, security
+from worker.oauth import FileTokenProvider
 
 pytestmark = pytest.mark.integration
 
@@ -30,11 +32,12 @@ GOOD = security.ClientSecurity("SASL_PLAINTEXT", "SCRAM-SHA-512", USER, PASSWORD
 
 @pytest.fixture(scope="module")
 def scram_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kafka_local.BrokerConfig]:
-    """A broker of its own: PLAINTEXT for itself, SASL_PLAINTEXT/SCRAM-SHA-512 for the clients."""
+    """A broker of its own: PLAINTEXT for itself, SASL_PLAINTEXT with SCRAM-SHA-512 and OAUTHBEARER
+    (unsigned JWTs) for the clients."""
     port, controller, sasl = free_ports(3)
     with running_broker(kafka_local.BrokerConfig(run_dir=tmp_path_factory.mktemp("kafka-scram"), port=port,
                                                  controller_port=controller, sasl_port=sasl,
-                                                 scram_users=((USER, PASSWORD),))) as cfg:
+                                                 scram_users=((USER, PASSWORD),), oauthbearer=True)) as cfg:
         yield cfg
 
 
@@ -117,6 +120,63 @@ def test_plaintext_client_on_the_scram_listener_is_told_what_to_check(sasl_stack
                           capture_output=True, env=env, timeout=60)
     assert proc.returncode == 2
     assert "TEXTSTREAM_SECURITY_PROTOCOL" in proc.stderr.decode()
+
+
+# --- OAUTHBEARER --------------------------------------------------------------------------------
+
+def oauth_properties(tmp_path: Path, token: str) -> Path:
+    """A client properties file as a managed cluster hands it out, with the token in a file."""
+    (tmp_path / "token").write_text(token)
+    path = tmp_path / "client.properties"
+    path.write_text("security.protocol=SASL_PLAINTEXT\nsasl.mechanism=OAUTHBEARER\n"
+                    f"sasl.oauthbearer.token.endpoint.url=file://{tmp_path / 'token'}\n"
+                    "sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;\n")
+    return path
+
+
+def test_worker_logs_in_with_oauthbearer_from_a_properties_file(sasl_stack: Stack, tmp_path: Path) -> None:
+    stack = sasl_stack
+    token = kafka_local.unsecured_jwt("textstream-oauth", 3600)
+    props = oauth_properties(tmp_path, token)
+    values = [orjson.dumps({"id": f"oauth-{i}", "text": f"The striker scored in extra time, match {i}."})
+              for i in range(10)]
+    sent = subprocess.run([sys.executable, "-m", "commands", "send", "--command-config", str(props)], cwd=REPO,
+                          input=b"\n".join(values) + b"\n", capture_output=True, env=stack.env(), timeout=60)
+    assert sent.returncode == 0, sent.stderr.decode()
+    worker = stack.start_worker(TEXTSTREAM_KAFKA_CONFIG_FILE=str(props))
+    # Ready: every client of the worker (Faust's consumer and producer, admin, lag probe) logged in.
+    stack.wait_ready(worker, timeout=120)
+    access = security.ClientSecurity("SASL_PLAINTEXT", "OAUTHBEARER",
+                                     token_provider=FileTokenProvider(tmp_path / "token"))
+
+    async def read() -> list[client.Record]:
+        return [r async for r in client.follow(stack.bootstrap, [stack.labeled], security=access, max_records=10)]
+
+    labeled = asyncio.run(asyncio.wait_for(read(), 90))
+    assert sorted(orjson.loads(r.value or b"")["id"] for r in labeled) == sorted(f"oauth-{i}" for i in range(10))
+    assert stack.stop_worker(worker) == 0
+    log = stack.logs()
+    assert (f"security=SASL_PLAINTEXT/OAUTHBEARER with token from TEXTSTREAM_KAFKA_OAUTH_TOKEN_FILE={tmp_path}/token"
+            in log), log
+    assert token not in log
+
+
+def test_refused_or_expired_token_stops_the_client_naming_the_setting(sasl_stack: Stack, tmp_path: Path) -> None:
+    props = oauth_properties(tmp_path, "not-a-jwt")  # the broker's validator refuses it
+    worker = sasl_stack.start_worker(TEXTSTREAM_KAFKA_CONFIG_FILE=str(props))
+    rc = worker.proc.wait(timeout=60)  # a hang or endless retry would time out here
+    log = sasl_stack.logs()
+    assert rc != 0, log
+    assert (f"cannot authenticate to Kafka at {sasl_stack.bootstrap} (SASL_PLAINTEXT/OAUTHBEARER with token from "
+            f"TEXTSTREAM_KAFKA_OAUTH_TOKEN_FILE={tmp_path}/token): the broker refused the token") in log, log
+    assert "check TEXTSTREAM_KAFKA_OAUTH_TOKEN_FILE" in log
+
+    (tmp_path / "token").write_text(kafka_local.unsecured_jwt("textstream-oauth", -60))
+    proc = subprocess.run([sys.executable, "-m", "commands", "send", "-F", str(props)], cwd=REPO, input=b"hello\n",
+                          capture_output=True, env=sasl_stack.env(), timeout=60)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, err
+    assert f"the OAuth token in TEXTSTREAM_KAFKA_OAUTH_TOKEN_FILE={tmp_path}/token expired at" in err, err
 
 
 # --- mutual TLS -----------------------------------------------------------------------------------

@@ -116,3 +116,26 @@ def test_mutual_tls_listener_uses_pem_files_and_requires_client_certificates(tmp
     assert kafka_local.ssl_bootstrap(cfg) == "127.0.0.1:19095"
     with pytest.raises(KafkaLocalError, match="needs ssl_truststore"):
         BrokerConfig(home=KAFKA_HOME, run_dir=tmp_path, ssl_port=19095, ssl_keystore=keystore)
+
+
+def test_oauthbearer_is_enabled_beside_scram_on_the_sasl_listener(tmp_path: Path) -> None:
+    cfg = BrokerConfig(home=KAFKA_HOME, run_dir=tmp_path, port=19092, controller_port=19093, sasl_port=19094,
+                       scram_users=(("alice", "alice-pw"),), oauthbearer=True)
+    props = _props(cfg)
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512,OAUTHBEARER"
+    assert props["listener.name.sasl_plaintext.oauthbearer.sasl.jaas.config"].startswith(
+        "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required")
+    assert not any("callback.handler" in key for key in props)  # the unsecured validator is Kafka's default
+    with pytest.raises(KafkaLocalError, match="OAUTHBEARER without a SASL listener"):
+        BrokerConfig(home=KAFKA_HOME, run_dir=tmp_path, port=19092, controller_port=19093, oauthbearer=True)
+
+
+def test_unsecured_jwt_is_unsigned_with_sub_iat_and_exp() -> None:
+    import base64
+    import json
+
+    header, claims, signature = kafka_local.unsecured_jwt("worker", 60, now=1_000).split(".")
+    decode = lambda part: json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))  # noqa: E731
+    assert decode(header) == {"alg": "none"}
+    assert decode(claims) == {"sub": "worker", "iat": 1_000, "exp": 1_060}
+    assert signature == ""

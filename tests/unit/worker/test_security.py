@@ -14,11 +14,14 @@ from tests.pki import make_pki
 from worker import security
 from worker.config import describe, load_settings
 from worker.errors import ConfigError
+from worker.oauth import ClientCredentialsTokenProvider, FileTokenProvider, TokenError
 from worker.security import ClientSecurity
 
 SECURITY_VARS = ["TEXTSTREAM_SECURITY_PROTOCOL", "TEXTSTREAM_SASL_MECHANISM", "TEXTSTREAM_SASL_USERNAME",
                  "TEXTSTREAM_SASL_PASSWORD", "TEXTSTREAM_SSL_CAFILE", "TEXTSTREAM_SSL_CERTFILE",
-                 "TEXTSTREAM_SSL_KEYFILE", "TEXTSTREAM_SSL_KEY_PASSWORD"]
+                 "TEXTSTREAM_SSL_KEYFILE", "TEXTSTREAM_SSL_KEY_PASSWORD", "TEXTSTREAM_KAFKA_OAUTH_TOKEN_FILE",
+                 "TEXTSTREAM_KAFKA_OAUTH_TOKEN_URL", "TEXTSTREAM_KAFKA_OAUTH_CLIENT_ID",
+                 "TEXTSTREAM_KAFKA_OAUTH_CLIENT_SECRET", "TEXTSTREAM_KAFKA_OAUTH_SCOPE", "TEXTSTREAM_KAFKA_CONFIG_FILE"]
 
 
 @pytest.fixture(autouse=True)
@@ -133,6 +136,9 @@ def test_faust_credentials_map_back_to_the_same_aiokafka_kwargs(pki: Path) -> No
         ClientSecurity("SASL_PLAINTEXT", "SCRAM-SHA-512", "alice", "pw"),
         ClientSecurity("SASL_SSL", "SCRAM-SHA-256", "alice", "pw", ctx),
         ClientSecurity("SASL_PLAINTEXT", "PLAIN", "alice", "pw"),
+        ClientSecurity("SASL_PLAINTEXT", "OAUTHBEARER", token_provider=FileTokenProvider(Path("/run/token"))),
+        ClientSecurity("SASL_SSL", "OAUTHBEARER", ssl_context=ctx,
+                       token_provider=ClientCredentialsTokenProvider("https://idp/token", "id", "secret")),
     ]
     for access in cases:
         faust_kwargs = dict(credentials_to_aiokafka_auth(broker_credentials(access)))
@@ -252,3 +258,88 @@ def test_incomplete_client_security_is_refused() -> None:
         ClientSecurity("SASL_SSL", "SCRAM-SHA-512", "alice", "pw")  # no SSL context
     with pytest.raises(ConfigError):
         ClientSecurity("SASL_PLAINTEXT", "SCRAM-SHA-512", "alice")  # no password
+
+
+# --- OAUTHBEARER ----------------------------------------------------------------------------------
+
+def test_oauthbearer_with_a_token_file_gives_aiokafka_the_provider(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("opaque-token\n")
+    monkeypatch.setenv("TEXTSTREAM_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    monkeypatch.setenv("TEXTSTREAM_SASL_MECHANISM", "oauthbearer")
+    monkeypatch.setenv("TEXTSTREAM_KAFKA_OAUTH_TOKEN_FILE", str(token))
+    access = security.from_settings(load_settings())
+    kwargs = access.kwargs()
+    provider = kwargs.pop("sasl_oauth_token_provider")
+    assert kwargs == {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "OAUTHBEARER"}
+    assert isinstance(provider, FileTokenProvider) and provider.path == token
+    assert asyncio.run(provider.token()) == "opaque-token"
+    assert access.describe() == f"SASL_PLAINTEXT/OAUTHBEARER with token from TEXTSTREAM_KAFKA_OAUTH_TOKEN_FILE={token}"
+
+
+def test_oauthbearer_client_credentials_never_show_the_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEXTSTREAM_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    monkeypatch.setenv("TEXTSTREAM_SASL_MECHANISM", "OAUTHBEARER")
+    monkeypatch.setenv("TEXTSTREAM_KAFKA_OAUTH_TOKEN_URL", "https://idp.example/oauth2/token")
+    monkeypatch.setenv("TEXTSTREAM_KAFKA_OAUTH_CLIENT_ID", "textstream")
+    monkeypatch.setenv("TEXTSTREAM_KAFKA_OAUTH_CLIENT_SECRET", "s3cret-4711")
+    monkeypatch.setenv("TEXTSTREAM_KAFKA_OAUTH_SCOPE", "kafka")
+    access = security.from_settings(load_settings())
+    provider = access.kwargs()["sasl_oauth_token_provider"]
+    assert isinstance(provider, ClientCredentialsTokenProvider)
+    assert (provider.url, provider.client_id, provider.scope) == ("https://idp.example/oauth2/token", "textstream",
+                                                                  "kafka")
+    shown = access.describe() + repr(access) + repr(provider) + repr(load_settings())
+    assert "s3cret-4711" not in shown
+    assert "client textstream at TEXTSTREAM_KAFKA_OAUTH_TOKEN_URL=https://idp.example/oauth2/token" in shown
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({}, "TEXTSTREAM_KAFKA_OAUTH_TOKEN_FILE: OAUTHBEARER needs exactly one token source"),
+        ({"TEXTSTREAM_KAFKA_OAUTH_TOKEN_FILE": "TOKEN", "TEXTSTREAM_KAFKA_OAUTH_TOKEN_URL": "https://idp/t",
+          "TEXTSTREAM_KAFKA_OAUTH_CLIENT_ID": "c", "TEXTSTREAM_KAFKA_OAUTH_CLIENT_SECRET": "s"},
+         "needs exactly one token source"),
+        ({"TEXTSTREAM_KAFKA_OAUTH_TOKEN_FILE": "/no/such/token"},
+         "TEXTSTREAM_KAFKA_OAUTH_TOKEN_FILE='/no/such/token': no such file"),
+        ({"TEXTSTREAM_KAFKA_OAUTH_TOKEN_URL": "https://idp/t"},
+         "TEXTSTREAM_KAFKA_OAUTH_CLIENT_ID: required with TEXTSTREAM_KAFKA_OAUTH_TOKEN_URL"),
+        ({"TEXTSTREAM_KAFKA_OAUTH_TOKEN_URL": "ftp://idp/t", "TEXTSTREAM_KAFKA_OAUTH_CLIENT_ID": "c",
+          "TEXTSTREAM_KAFKA_OAUTH_CLIENT_SECRET": "s"}, "TEXTSTREAM_KAFKA_OAUTH_TOKEN_URL: an http:// or https:// URL"),
+        ({"TEXTSTREAM_KAFKA_OAUTH_TOKEN_FILE": "TOKEN", "TEXTSTREAM_KAFKA_OAUTH_CLIENT_ID": "c"},
+         "TEXTSTREAM_KAFKA_OAUTH_TOKEN_URL: required with TEXTSTREAM_KAFKA_OAUTH_CLIENT_ID"),
+        ({"TEXTSTREAM_KAFKA_OAUTH_TOKEN_FILE": "TOKEN", "TEXTSTREAM_SASL_USERNAME": "u",
+          "TEXTSTREAM_SASL_PASSWORD": "p"}, "OAUTHBEARER logs in with a token, not TEXTSTREAM_SASL_USERNAME"),
+        ({"TEXTSTREAM_KAFKA_OAUTH_TOKEN_FILE": "TOKEN", "TEXTSTREAM_SECURITY_PROTOCOL": "SSL"},
+         "TEXTSTREAM_SASL_MECHANISM: TEXTSTREAM_KAFKA_OAUTH_TOKEN_FILE set but the mechanism is OAUTHBEARER over SSL"),
+    ],
+)
+def test_bad_oauthbearer_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                    env: dict[str, str], problem: str) -> None:
+    (tmp_path / "TOKEN").write_text("t")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TEXTSTREAM_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("TEXTSTREAM_SASL_MECHANISM", "OAUTHBEARER")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert problem in str(info.value)
+    assert "s3cret" not in str(info.value)
+
+
+def test_refused_or_missing_token_is_explained_naming_the_setting(tmp_path: Path) -> None:
+    access = ClientSecurity("SASL_PLAINTEXT", "OAUTHBEARER", token_provider=FileTokenProvider(tmp_path / "token"))
+    refused = SaslAuthenticationFailed("[SaslAuthenticate] Authentication failed during authentication due to "
+                                       "invalid credentials with SASL mechanism OAUTHBEARER")
+    msg = str(security.explain("kafka-1:9094", access, refused))
+    assert msg.startswith("cannot authenticate to Kafka at kafka-1:9094 (SASL_PLAINTEXT/OAUTHBEARER with token from "
+                          f"TEXTSTREAM_KAFKA_OAUTH_TOKEN_FILE={tmp_path / 'token'}): the broker refused the token")
+    assert msg.endswith("check TEXTSTREAM_KAFKA_OAUTH_TOKEN_FILE")
+    missing = TokenError(f"cannot read the OAuth token (TEXTSTREAM_KAFKA_OAUTH_TOKEN_FILE={tmp_path / 'token'})")
+    assert "cannot read the OAuth token (TEXTSTREAM_KAFKA_OAUTH_TOKEN_FILE=" in str(
+        security.explain("kafka-1:9094", access, missing))
+    with pytest.raises(ConfigError, match="needs a token provider"):
+        ClientSecurity("SASL_PLAINTEXT", "OAUTHBEARER")
