@@ -22,7 +22,8 @@ moves the position past the batch, and the worker commits past it only once that
 acknowledged, like any input. The offsets a batch covers come from its header, which the CRC no
 longer vouches for: when the fetch holds the next batch, its base offset is the end (Kafka's offsets
 only grow); otherwise the header's last offset delta is used if it agrees with the record count
-(count = delta + 1, as in every batch of a topic that is not compacted). A batch whose bounds cannot be read at all (a length field that frames nothing, a header
+(count = delta + 1, as in every batch of a topic that is not compacted). A v2 batch whose magic
+byte (not covered by the CRC) reads 0 or 1 is recognised by its v2 CRC and skipped the same way. A batch whose bounds cannot be read at all (a length field that frames nothing, a header
 that is not consistent) still raises: skipping an unknown range could skip records without a trace.
 """
 
@@ -126,6 +127,10 @@ def batch_bounds(raw: bytes, next_base: int | None) -> tuple[int, int] | None:
     return base, base + delta
 
 
+def _v2_crc_matches(raw: bytes) -> bool:
+    return len(raw) >= _HEADER.size and calc_crc32c(raw[21:]) == int.from_bytes(raw[17:21], "big")
+
+
 class _TolerantBatch:
     """aiokafka's batch, except that iterating it survives a record it cannot decode, and a batch
     whose records cannot be parsed yields one corrupt-batch record for the offsets not yet read."""
@@ -211,9 +216,14 @@ class TolerantMemoryRecords:
             return None
         (length,) = struct.unpack_from(">i", self._data, start + 8)
         self._pos = start + 12 + length
-        if getattr(batch, "magic", 2) != 2:
-            return batch
         raw = self._data[start:self._pos]
+        if getattr(batch, "magic", 2) != 2:
+            if batch.magic in (0, 1) and _v2_crc_matches(raw):
+                # A v2 batch whose magic byte (outside the CRC) was damaged: aiokafka would parse it as
+                # a legacy message and fail. Its header is good (the CRC says so): skip it whole.
+                (base, _, _, _, _, _, delta, *_) = _HEADER.unpack_from(raw)
+                return _CorruptBatch(base, base + delta, raw, f"magic byte {batch.magic} in a batch whose v2 CRC matches")
+            return batch
         if not batch.validate_crc():
             stored = batch.crc
             why = f"CRC mismatch: stored {stored:#010x}, computed {calc_crc32c(raw[21:]):#010x}"

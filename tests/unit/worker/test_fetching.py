@@ -198,3 +198,24 @@ def test_a_corrupt_batch_is_dead_lettered_with_its_bytes_its_range_and_counted()
     before = REGISTRY.get_sample_value("textstream_skipped_offsets_total") or 0.0
     metrics.observe_batch([], [rej], 0.5)
     assert REGISTRY.get_sample_value("textstream_skipped_offsets_total") == before + 3
+
+
+def test_a_damaged_magic_byte_is_not_read_as_a_legacy_message() -> None:
+    """The magic byte is outside the CRC: 2 -> 0 or 1 made aiokafka parse a v2 batch as a legacy
+    message and fail (SystemError, CorruptRecordException)."""
+    for magic in (0, 1):
+        bad = bytearray(plain_batch([b"b", b"c"], 1))
+        bad[16] = magic
+        data = plain_batch([b"a"], 0) + bytes(bad) + plain_batch([b"d"], 3)
+        out = list(PartitionRecords(TP, fetching.TolerantMemoryRecords(data), [], 0, None, None, True, 0))
+        assert [(r.offset, r.value) for r in out] == [(0, b"a"), (2, bytes(bad)), (3, b"d")], magic
+        assert corrupt_range(out[1])[:2] == (1, 2) and f"magic byte {magic}" in corrupt_range(out[1])[2]
+
+
+def test_legacy_batches_are_passed_through() -> None:
+    from aiokafka.record.legacy_records import LegacyRecordBatchBuilder
+
+    builder = LegacyRecordBatchBuilder(1, 0, 1 << 20)
+    builder.append(0, timestamp=1_700_000_000_000, key=None, value=b"old")
+    out = list(PartitionRecords(TP, fetching.TolerantMemoryRecords(bytes(builder.build())), [], 0, None, None, True, 0))
+    assert [(r.offset, r.value) for r in out] == [(0, b"old")]
