@@ -233,7 +233,7 @@ def test_a_corrupt_record_batch_on_the_brokers_disk_is_dead_lettered_and_skipped
     assert sorted(offsets) == [0, 1, 4, 5]
 
     # The broker's segment file of partition 0 (the session broker runs in the test session's temp dir).
-    (segment,) = tmp_path_factory.getbasetemp().glob(f"kafka*/data/{stack.raw}-0/*.log")
+    (segment,) = tmp_path_factory.getbasetemp().glob(f"kafka[0-9]*/data/{stack.raw}-0/*.log")  # not kafkacurrent, a link
     stored = segment.read_bytes()
     at = stored.index(b"CORRUPTED")
     with segment.open("r+b") as f:  # one bit, as a disk would flip it
