@@ -6,7 +6,8 @@ places a consumed record waits, so that a burst of large records cannot take mor
 - Faust's stream buffer between the consumer and the agent, a quarter: Faust counts events, so
   its size is the quarter divided by the largest accepted input (TEXTSTREAM_MAX_TEXT_BYTES);
 - aiokafka's fetches, a quarter: one fetch response buffered and one in flight, each at most an
-  eighth of the budget (`fetch_max_bytes`), and at most 1 MiB from one partition.
+  eighth of the budget (`fetch_max_bytes`, at most the protocol's 2 GiB - 1), and at most 1 MiB
+  from one partition.
 
 Each may go over by one record (a record larger than the rest of its share still comes, so a
 single huge record cannot stop the worker). docs/operations.md turns this into the RSS bound.
@@ -22,6 +23,9 @@ from worker.records import RawRecord
 
 FAUST_STREAM_BUFFER = 4096  # Faust's default stream_buffer_maxsize: never more than that
 PARTITION_FETCH_BYTES = 1_048_576  # aiokafka's default max_partition_fetch_bytes: never more than that
+# A FetchRequest's max_bytes is an int32: above it aiokafka cannot encode the request, and the
+# consumer logs the error and never fetches (seen with a 64 GiB budget: fetch_max_bytes 8 GiB).
+FETCH_MAX_BYTES = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,7 @@ class Budget:
     @classmethod
     def of(cls, settings: Settings) -> Budget:
         total = settings.max_buffered_bytes
-        fetch = max(1, total // 8)
+        fetch = min(max(1, total // 8), FETCH_MAX_BYTES)
         return cls(
             labeller_bytes=total // 2,
             stream_buffer=max(1, min(FAUST_STREAM_BUFFER, (total // 4) // Limits.of(settings).text_bytes)),

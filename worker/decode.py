@@ -14,7 +14,7 @@ import orjson
 
 from worker import textfields
 from worker.limits import Limits
-from worker.records import RawRecord, Reason, Rejected, Source, TextMessage
+from worker.records import CORRUPT_BATCH_HEADER, RawRecord, Reason, Rejected, Source, TextMessage
 from worker.textfields import FieldProblem
 
 # Fields the worker writes itself; an input field of the same name is replaced.
@@ -46,6 +46,8 @@ def decode(
     """Decode one raw record value per the input contract. `max_bytes`: the largest value, or the
     worker's limits (which also count the key and headers: the record's dead letter must fit).
     `text_fields`: the fields the serving version's text is made of (worker/textfields.py)."""
+    if headers and headers[0][0] == CORRUPT_BATCH_HEADER:
+        return _corrupt_batch(value, source, headers[0][1])
     undecodable = _undecodable(headers)
     if undecodable is not None:
         detail, repaired = undecodable
@@ -55,6 +57,16 @@ def decode(
     except _Invalid as exc:
         return Rejected(exc.reason, exc.detail, value, source, key, headers)
     return TextMessage(msg_id, text, source, key, received_at, timestamp, fields)
+
+
+def _corrupt_batch(value: bytes | None, source: Source, about: bytes) -> Rejected:
+    """The dead letter of a record batch no client can read (worker/fetching.py hands it over as one
+    record at its last offset): the batch's bytes, and the first offset it covers in a header."""
+    info = orjson.loads(about)
+    first, last = info["first_offset"], info["last_offset"]
+    detail = (f"record batch offsets {first}..{last} cannot be read by any client ({info['why']}); skipped: the "
+              "value is the batch's bytes as the broker served them")
+    return Rejected("corrupt_batch", detail, value, source, None, (("source_first_offset", str(first).encode()),))
 
 
 def _undecodable(headers: tuple[tuple[str, bytes], ...]) -> tuple[str, tuple[tuple[str, bytes], ...]] | None:

@@ -22,6 +22,11 @@ MESSAGES = Counter(
     "Input records by outcome (labeled, dead_lettered) and dead-letter reason ('' when labeled).",
     ["outcome", "reason"],
 )
+SKIPPED_OFFSETS = Counter(
+    "textstream_skipped_offsets_total",
+    "Input offsets skipped because their record batch cannot be read by any client (corrupt_batch: one dead "
+    "letter per batch, counted in textstream_messages_total).",
+)
 BATCH_SIZE = Histogram("textstream_batch_size", "Records per micro-batch.", buckets=_BATCH_BUCKETS)
 INFERENCE_SECONDS = Histogram(
     "textstream_inference_seconds", "Model time per micro-batch (decode, classify, embed, route).",
@@ -56,6 +61,10 @@ def observe_batch(predictions: Sequence[Prediction], rejected: Sequence[Rejected
         MESSAGES.labels("labeled", "").inc(len(predictions))
     for reason, n in collections.Counter(rej.reason for rej in rejected).items():
         MESSAGES.labels("dead_lettered", reason).inc(n)
+    for rej in rejected:
+        if rej.reason == "corrupt_batch":
+            first = int(dict(rej.headers)["source_first_offset"])
+            SKIPPED_OFFSETS.inc(rej.source.offset - first + 1)
     # One update per distinct label and cluster, not per record: this runs on the event loop.
     for label, n in collections.Counter(p.label for p in predictions).items():
         PREDICTIONS.labels(label).inc(n)

@@ -23,10 +23,16 @@ Reason = Literal[
     "output_too_large",
     "model_error",
     "undecodable_record",
+    "corrupt_batch",
 ]
 REASONS: tuple[Reason, ...] = Reason.__args__  # type: ignore[attr-defined]
 
 Headers = list[tuple[str, bytes]]
+
+# The header worker/fetching.py gives the one record that stands for a record batch no client can
+# read (its value: the batch's bytes). A lone surrogate: no record from Kafka can carry this key
+# (aiokafka decodes keys as UTF-8; worker/fetching.py escapes invalid bytes to U+DC80..U+DCFF).
+CORRUPT_BATCH_HEADER = "\udfffcorrupt_batch"
 
 
 @dataclass(frozen=True, slots=True)

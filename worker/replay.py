@@ -59,8 +59,10 @@ class DeadLetter:
 
     @property
     def replayable(self) -> bool:
-        """False when the dead letter does not hold the original (too large to keep it)."""
-        return self.header(DROPPED) != "true" and self.header("error") is not None
+        """False when the dead letter does not hold one original record: too large to keep it, or a
+        `corrupt_batch` (its value is a whole stored batch, which no client could read)."""
+        return (self.header(DROPPED) != "true" and self.header("error") is not None
+                and self.reason != "corrupt_batch")
 
     @property
     def ledger_key(self) -> bytes:

@@ -1,4 +1,5 @@
-"""Size limits at Kafka's real defaults, and a record no client library can decode, on a real broker.
+"""Size limits at Kafka's real defaults, and records no client library can decode (a bad header key,
+a corrupt batch on the broker's disk), on a real broker.
 
 The session broker runs with Kafka's default limits (message.max.bytes 1,048,588; no topic
 overrides), and these workers run with the default TEXTSTREAM_MAX_TEXT_BYTES (unset: derived from
@@ -9,16 +10,18 @@ partition, so a record that stopped the worker would hold back every record afte
 from __future__ import annotations
 
 import asyncio
+import struct
 from pathlib import Path
 
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.client import AIOKafkaClient
 from aiokafka.protocol.produce import ProduceRequest
 
 from devkit.stack import WorkerProcess
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, wait_until
 from tests.unit.worker.test_fetching import BAD_KEY, batch_bytes
 from worker import client, limits, topics
 
@@ -188,3 +191,72 @@ def test_a_record_with_a_non_utf8_header_key_does_not_stop_its_partition(stack: 
     assert rec.headers["\ufffd\ufffdh"] == "2"  # the header kept, its key's invalid bytes replaced
     assert repr(BAD_KEY) in rec.headers["error_detail"]
     assert all(w.alive for w in stack.workers), stack.logs()
+
+
+async def committed_offset(bootstrap: str, group: str, topic: str, partition: int) -> int | None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        meta = (await admin.list_consumer_group_offsets(group)).get(TopicPartition(topic, partition))
+        return None if meta is None else int(meta.offset)
+    finally:
+        await admin.close()
+
+
+def stored_batch(segment: bytes, base_offset: int) -> bytes:
+    """The batch at `base_offset` in a log segment (batches one after another: base offset, length, rest)."""
+    pos = 0
+    while pos < len(segment):
+        base, length = struct.unpack_from(">qi", segment, pos)
+        if base == base_offset:
+            return segment[pos:pos + 12 + length]
+        pos += 12 + length
+    raise AssertionError(f"no batch at offset {base_offset}")
+
+
+def test_a_corrupt_record_batch_on_the_brokers_disk_is_dead_lettered_and_skipped(
+        stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A bit flipped in a stored batch (the broker checks CRCs on produce, not on fetch: it serves
+    the file as it is). No client can read that batch; the partition goes on past it."""
+    asyncio.run(topics.ensure_topics(stack.bootstrap, [stack.raw], 4))
+    offsets = asyncio.run(produce(stack.bootstrap, stack.raw, [
+        ("before_1", None, b"the film won three awards at the festival", []),
+        ("before_2", None, b"ministers defended the budget in parliament", [])]))  # offsets 0, 1
+    # One batch of three records (offsets 2..4), then one record after it.
+    asyncio.run(produce_raw(stack.bootstrap, stack.raw, batch_bytes([
+        (None, b"the software update makes the phone faster", []),
+        (None, b"the club won the league title after the final", []),
+        (None, b"CORRUPTED shares fell as the bank raised rates", [])])))
+    offsets.update({4: "corrupt"})
+    offsets.update(asyncio.run(produce(stack.bootstrap, stack.raw, [
+        ("after", None, b"the striker scored twice and the club won the league", [])])))
+    assert sorted(offsets) == [0, 1, 4, 5]
+
+    # The broker's segment file of partition 0 (the session broker runs in the test session's temp dir).
+    (segment,) = tmp_path_factory.getbasetemp().glob(f"kafka[0-9]*/data/{stack.raw}-0/*.log")  # not kafkacurrent, a link
+    stored = segment.read_bytes()
+    at = stored.index(b"CORRUPTED")
+    with segment.open("r+b") as f:  # one bit, as a disk would flip it
+        f.seek(at)
+        f.write(bytes([stored[at] ^ 0x01]))
+    served = stored_batch(segment.read_bytes(), base_offset=2)
+    assert stored_batch(stored, base_offset=2) != served
+    worker = stack.start_worker()
+
+    labelled, dead = outcomes(stack, offsets)
+    for name in ("before_1", "before_2", "after"):
+        assert len(labelled[name]) == 1 and not dead[name], name
+    assert not labelled["corrupt"]
+    (rec,) = dead["corrupt"]
+    assert rec.headers["error"] == "corrupt_batch"
+    assert (rec.headers["source_first_offset"], rec.headers["source_offset"]) == ("2", "4")
+    assert "CRC mismatch" in rec.headers["error_detail"]
+    assert rec.value == served and rec.key is None  # the batch's bytes as the broker serves them
+    # Committed past the batch (after its dead letter was acknowledged), and counted.
+    wait_until(lambda: asyncio.run(committed_offset(stack.bootstrap, stack.ns, stack.raw, 0)) == 6, timeout=60,
+               what="the group's committed offset of partition 0 to pass the corrupt batch")
+    metrics_text = worker.get("/metrics")[1]
+    assert "textstream_skipped_offsets_total 3.0" in metrics_text
+    assert 'textstream_messages_total{outcome="dead_lettered",reason="corrupt_batch"} 1.0' in metrics_text
+    assert "corrupt record batch: offsets 2..4 skipped" in worker.log.read_text(errors="replace")
+    assert worker.alive, worker.log_tail()

@@ -83,11 +83,14 @@ def test_a_flood_of_1mb_records_stays_under_the_stated_rss_bound(stack: Stack, t
 
     worker = stack.start_worker()
     peak, samples, done = [0], [0], threading.Event()
+    started, peak_at = time.monotonic(), [0.0]
 
     def sample() -> None:
         while not done.wait(SAMPLE_S):
             try:
-                peak[0] = max(peak[0], worker.rss_bytes())
+                rss = worker.rss_bytes()
+                if rss > peak[0]:
+                    peak[0], peak_at[0] = rss, time.monotonic() - started
                 samples[0] += 1
             except (OSError, AssertionError):  # exited: the assertions below say so
                 return
@@ -97,15 +100,24 @@ def test_a_flood_of_1mb_records_stays_under_the_stated_rss_bound(stack: Stack, t
     try:
         stack.wait_ready(worker)
         at_ready = worker.rss_bytes()  # about R0: records start flowing now
-        out = asyncio.run(outputs_of(stack.bootstrap, [stack.labeled, stack.dlq],
-                                     lambda n: n >= RECORDS or not worker.alive, timeout=900))
+        ready_at = time.monotonic() - started
+        progress: list[tuple[float, int]] = []
+
+        def until(n: int) -> bool:
+            progress.append((time.monotonic() - started, n))
+            return n >= RECORDS or not worker.alive
+
+        out = asyncio.run(outputs_of(stack.bootstrap, [stack.labeled, stack.dlq], until, timeout=900))
+        drained_at = time.monotonic() - started
     finally:
         done.set()
         sampler.join()
     assert worker.alive, worker.log_tail()
     assert out >= RECORDS, f"{out} of {RECORDS} outputs after 900 s"
     print(f"RSS at ready {at_ready / 1_048_576:.0f} MiB, peak {peak[0] / 1_048_576:.0f} MiB over {samples[0]} samples; "
-          f"bound {bound / 1_048_576:.0f} MiB")
+          f"bound {bound / 1_048_576:.0f} MiB; ready {ready_at:.0f} s, peak {peak_at[0]:.0f} s, all out "
+          f"{drained_at:.0f} s after the start; outputs at the peak "
+          f"{max((n for t, n in progress if t <= peak_at[0]), default=0)}")
     assert samples[0] > 10
     assert peak[0] < bound, f"peak RSS {peak[0] / 1_048_576:.0f} MiB >= {bound / 1_048_576:.0f} MiB"
 

@@ -51,6 +51,12 @@ def test_a_dead_letter_without_its_original_is_not_replayable() -> None:
     assert plan.unreplayable == [d] and plan.send == []
 
 
+def test_a_corrupt_batch_is_not_replayable() -> None:
+    # Its value is a whole stored batch: sent back as one record it would be garbage on the input.
+    d = as_dead_letter(rejected(b"\x00" * 80, "corrupt_batch"), offset=3)
+    assert d.value and d.reason == "corrupt_batch" and not d.replayable
+
+
 def test_selection_by_reason_time_partition_and_offsets() -> None:
     letters = [as_dead_letter(rejected(b"a", "model_error"), 0, 0, 100.0),
                as_dead_letter(rejected(b"b", "invalid_json"), 1, 0, 200.0),

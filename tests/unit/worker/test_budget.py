@@ -29,6 +29,16 @@ def test_the_stream_buffer_holds_a_quarter_of_the_budget_in_records_of_the_large
     assert budget.partition_fetch_bytes <= budget.fetch_max_bytes == total // 8
 
 
+def test_the_largest_budget_still_makes_a_fetch_request_aiokafka_can_encode() -> None:
+    from aiokafka.protocol.types import Int32  # the FetchRequest's max_bytes field
+
+    budget = Budget.of(load_settings(max_buffered_bytes=64 * 1024 * MiB))  # the largest the variable takes
+    assert budget.fetch_max_bytes == 2**31 - 1
+    Int32.encode(budget.fetch_max_bytes)  # B/8 = 8 GiB raised here, in the consumer's fetch routine
+    with pytest.raises(ValueError):
+        Int32.encode(64 * 1024 * MiB // 8)
+
+
 @pytest.mark.parametrize("value", ["1000", "-1", "lots", str(2**40)])
 def test_a_bad_budget_stops_the_worker_naming_the_variable(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEXTSTREAM_MAX_BUFFERED_BYTES", value)
