@@ -185,9 +185,13 @@ def load(folder: Path) -> Bundle:
         manifest=manifest,
         loaded_at=time.time(),
     )
+    calibration = manifest.get("calibration") or {}
     logger.info(
-        "loaded model version=%d labels=%s clusters=%d in %.2fs",
-        bundle.version, ",".join(bundle.labels), unit.shape[0], time.perf_counter() - started,
+        "loaded model version=%d labels=%s clusters=%d calibration=%s in %.2fs",
+        bundle.version, ",".join(bundle.labels), unit.shape[0],
+        # Versions trained before calibration serve their raw softmax: a threshold means less on them.
+        f"temperature {calibration['temperature']}" if "temperature" in calibration else "none (T = 1)",
+        time.perf_counter() - started,
     )
     return bundle
 
