@@ -2,8 +2,9 @@
 
 Each labelled input becomes its enriched record on texts.labeled plus the same record on the topic
 of its label, or, when its confidence is under its label's threshold (TEXTSTREAM_MIN_CONFIDENCE,
-TEXTSTREAM_MIN_CONFIDENCE_BY_LABEL), on the review topic instead; every input that cannot be labelled or written back goes to the dead-letter topic
-with its original bytes and headers, plus the reason and its provenance.
+TEXTSTREAM_MIN_CONFIDENCE_BY_LABEL), on the review topic instead; every input that cannot be
+labelled or written back goes to the dead-letter topic with its original bytes and headers, plus
+the reason and its provenance.
 """
 
 from __future__ import annotations
