@@ -48,9 +48,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # with TEXTSTREAM_CREATE_TOPICS=false, any missing topic (all of them named).
     created = asyncio.run(topics.prepare_worker_topics(settings, access, labels))
     settings = derive_limits(settings, asyncio.run(topics.describe_limits(
-        settings.bootstrap_servers, dead_letter_topic=settings.dlq_topic, output_topics=[settings.output_topic],
+        settings.bootstrap_servers, dead_letter_topic=settings.dlq_topic,
+        output_topics=[settings.output_topic, *([settings.review_topic] if settings.review_on else [])],
         label_prefix=settings.label_topic_prefix, security=access,
     )))
+    if settings.review_on:
+        logger.info("review route: confidence under %s (per label: %s) goes to %s instead of the label's topic",
+                    settings.min_confidence, settings.thresholds or "none", settings.review_topic)
     logger.info(
         "worker app_id=%s broker=%s security=%s input=%s output=%s dlq=%s registry=%s version=%d batch_size=%d "
         "batch_max_wait=%.3fs web=%s:%d topics=%s created_topics=%s",

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from training import calibration as cal
+
 logger = logging.getLogger(__name__)
 
 REPORT_DIR = "report"
@@ -18,6 +20,7 @@ REPORT_MD = "report.md"
 CONFUSION_PNG = "confusion.png"
 CURVES_PNG = "training_curves.png"
 EMBEDDINGS_PNG = "embeddings.png"
+RELIABILITY_PNG = "reliability.png"
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,8 @@ class ReportInput:
     settings: dict[str, Any]
     timings: dict[str, float]
     branches: dict[str, Any] = field(default_factory=dict)  # {"accuracy": {...}, "weights": {...}}
+    probs: np.ndarray | None = None  # served (calibrated) probabilities of the evaluation texts
+    calibration: dict[str, Any] = field(default_factory=dict)  # training.calibration.summary
 
 
 def _tick(label: str, i: int) -> str:
@@ -115,6 +120,64 @@ def plot_embeddings(path: Path, embeddings: np.ndarray, clusters: np.ndarray, se
     plt.close(fig)
 
 
+def plot_reliability(path: Path, before: Sequence[cal.Bin], after: Sequence[cal.Bin], temperature: float) -> None:
+    """Reliability diagram: accuracy against mean confidence per bin, before and after calibration."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
+    for bins, name, colour in ((before, "before (T = 1)", "tab:orange"), (after, f"after (T = {temperature:.2f})", "tab:blue")):
+        filled = [b for b in bins if b.count]
+        ax.plot([b.confidence for b in filled], [b.accuracy for b in filled], marker="o", markersize=4, color=colour,
+                label=f"{name}, ECE {cal.ece_of(bins):.4f}")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("confidence (mean of the bin)")
+    ax.set_ylabel("accuracy of the bin")
+    ax.set_title(f"Reliability on the evaluation split ({len(after)} bins)")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _reliability_tables(r: ReportInput) -> tuple[list[cal.Bin], list[cal.Bin]] | None:
+    if r.probs is None or not r.calibration:
+        return None
+    t = float(r.calibration["temperature"])
+    return cal.reliability(cal.rescale(r.probs, 1.0 / t), r.y_true), cal.reliability(r.probs, r.y_true)
+
+
+def _calibration_section(r: ReportInput) -> str:
+    tables = _reliability_tables(r)
+    if tables is None:
+        return ""
+    c, ev = r.calibration, r.calibration["evaluation"]
+    before, after = tables
+    rows = [[f"{a.lower:.3f}–{a.upper:.3f}", b.count, "–" if not b.count else f"{b.confidence:.3f}",
+             "–" if not b.count else f"{b.accuracy:.3f}", a.count, "–" if not a.count else f"{a.confidence:.3f}",
+             "–" if not a.count else f"{a.accuracy:.3f}"]
+            for b, a in zip(before, after, strict=True) if a.count or b.count]
+    val = c.get("validation") or {}
+    fitted = (f" (validation NLL {val['val_nll_before']:.4f} → {val['val_nll_after']:.4f})"
+              if "val_nll_before" in val else "")
+    table = _table(["confidence", "texts before", "confidence before", "accuracy before",
+                    "texts after", "confidence after", "accuracy after"], rows)
+    return f"""## Confidence calibration
+
+The served confidence is the top probability after temperature scaling: the classifier's logits are
+divided by T = {c['temperature']:.4f}, fitted on the validation texts by minimising their negative
+log-likelihood{fitted}. The labels do not change. On the evaluation split, expected calibration error
+({c['bins']} equal-width bins) {ev['ece_before']:.4f} before, {ev['ece_after']:.4f} after; negative
+log-likelihood {ev['nll_before']:.4f} before, {ev['nll_after']:.4f} after.
+
+Reliability (bins with texts only; a calibrated model has accuracy ≈ confidence in every bin):
+
+{table}
+
+![reliability diagram]({RELIABILITY_PNG})
+"""
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -181,6 +244,7 @@ Fitted without labels; the labels only score them.
 
 ![embeddings coloured by cluster]({EMBEDDINGS_PNG})
 
+{_calibration_section(r)}
 ## Settings
 
 {settings}
@@ -196,5 +260,9 @@ def write(folder: Path, r: ReportInput) -> list[str]:
         plot_confusion(out / CONFUSION_PNG, r.labels, r.classification["confusion"])
         plot_curves(out / CURVES_PNG, r.history)
         plot_embeddings(out / EMBEDDINGS_PNG, r.embeddings, r.clusters)
+        tables = _reliability_tables(r)
+        if tables is not None:
+            plot_reliability(out / RELIABILITY_PNG, *tables, float(r.calibration["temperature"]))
     (out / REPORT_MD).write_text(markdown(r), encoding="utf-8")
-    return [f"{REPORT_DIR}/{name}" for name in (REPORT_MD, CONFUSION_PNG, CURVES_PNG, EMBEDDINGS_PNG)]
+    names = [REPORT_MD, CONFUSION_PNG, CURVES_PNG, EMBEDDINGS_PNG, *([RELIABILITY_PNG] if tables is not None else [])]
+    return [f"{REPORT_DIR}/{name}" for name in names]

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from training import classifier, clusterer, data, evaluate, gate, report
+from training import calibration, classifier, clusterer, data, evaluate, gate, report
 from training.config import TrainConfig
 from worker import registry, topics
 from worker.bundle import CENTROIDS, CLASSIFIER, ENCODER, compile_infer
@@ -151,8 +151,12 @@ def train(paths: Sequence[Path], model_dir: Path, cfg: TrainConfig = TrainConfig
     cls_eval = evaluate.classification(te_y, probs.argmax(axis=1), names)
     clu_eval = evaluate.clustering(te_y, clusters, emb, seed=cfg.seed)
     metrics = evaluate.headline(cls_eval, clu_eval)
+    temperature = classifier.temperature(history)
+    calibrated = calibration.summary(probs, te_y, temperature, history.get("calibration", [{}])[0])
     timings["evaluation"] = time.perf_counter() - t
     logger.info("held-out metrics %s", " ".join(f"{k}={v}" for k, v in metrics.items()))
+    logger.info("calibration temperature=%.3f on the evaluation split: ECE %s -> %s", temperature,
+                calibrated["evaluation"]["ece_before"], calibrated["evaluation"]["ece_after"])
 
     current = gate.current_macro_f1(model_dir, te_x, te_y, names)
     decision = gate.decide(metrics["macro_f1"], current[1] if current else None, cfg.gate_tolerance, cfg.force,
@@ -161,7 +165,8 @@ def train(paths: Sequence[Path], model_dir: Path, cfg: TrainConfig = TrainConfig
     details = {"classification": cls_eval, "clustering": clu_eval, "branch_weights": history.get("mix", [{}])[0],
                "branch_accuracy": branch_accuracy}
     if not decision.publish:
-        return TrainResult(None, metrics, time.perf_counter() - started, decision, timings, details)
+        return TrainResult(None, metrics, time.perf_counter() - started, decision, timings,
+                           {**details, "calibration": calibrated})
 
     def write(folder: Path) -> dict[str, Any]:
         # No optimizer state: a third of the size, and the worker never trains.
@@ -173,6 +178,7 @@ def train(paths: Sequence[Path], model_dir: Path, cfg: TrainConfig = TrainConfig
             labels=names, classification=cls_eval, clustering=clu_eval, history=history, embeddings=emb,
             clusters=clusters, y_true=te_y, data=d["summary"], settings=_flat(cfg.model_dump()), timings=timings,
             branches={"accuracy": branch_accuracy, "weights": details["branch_weights"]},
+            probs=probs, calibration=calibrated,
         ))
         return {
             "labels": names,
@@ -185,6 +191,9 @@ def train(paths: Sequence[Path], model_dir: Path, cfg: TrainConfig = TrainConfig
             "data": d["summary"],
             "config": cfg.model_dump(),
             "metrics": metrics,
+            # The temperature is already in classifier.keras (its logits are divided by it): recorded
+            # here for readers; a version without this key serves its uncalibrated softmax (T = 1).
+            "calibration": calibrated,
             "evaluation": details,
             "gate": asdict(decision),
             "timings_s": {k: round(v, 1) for k, v in timings.items()},
@@ -193,7 +202,7 @@ def train(paths: Sequence[Path], model_dir: Path, cfg: TrainConfig = TrainConfig
     version = registry.publish(model_dir, write)
     seconds = time.perf_counter() - started
     logger.info("published version %d to %s in %.0fs", version, model_dir, seconds)
-    return TrainResult(version, metrics, seconds, decision, timings, details)
+    return TrainResult(version, metrics, seconds, decision, timings, {**details, "calibration": calibrated})
 
 
 def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:

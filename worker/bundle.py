@@ -191,9 +191,13 @@ def load(folder: Path) -> Bundle:
         loaded_at=time.time(),
         text_fields=text_fields,
     )
+    calibration = manifest.get("calibration") or {}
     logger.info(
-        "loaded model version=%d labels=%s clusters=%d text_fields=%s in %.2fs",
-        bundle.version, ",".join(bundle.labels), unit.shape[0], ",".join(text_fields), time.perf_counter() - started,
+        "loaded model version=%d labels=%s clusters=%d text_fields=%s calibration=%s in %.2fs",
+        bundle.version, ",".join(bundle.labels), unit.shape[0], ",".join(text_fields),
+        # Versions trained before calibration serve their raw softmax: a threshold means less on them.
+        f"temperature {calibration['temperature']}" if "temperature" in calibration else "none (T = 1)",
+        time.perf_counter() - started,
     )
     return bundle
 

@@ -7,6 +7,7 @@ the variable, instead of failing an hour later inside a batch.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -76,6 +77,16 @@ class Settings(BaseSettings):
     web_host: str = Field("0.0.0.0", description="interface the HTTP port binds to")
     reload_interval: float = Field(10.0, gt=0, le=3600, description="seconds between registry polls for a new version")
     novelty_threshold: float = Field(0.3, ge=-1, le=1, description="cluster similarity below this counts as a novel text")
+    # Review route (worker/route.py): off by default, so that nothing changes for existing deployments
+    # and no review topic is created or required until an operator picks a threshold.
+    min_confidence: float = Field(0.0, ge=0, le=1, description="records whose confidence (calibrated) is below this go "
+                                                               "to the review topic instead of their label's topic "
+                                                               "(0: off)")
+    min_confidence_by_label: str = Field("", description="per-label thresholds overriding TEXTSTREAM_MIN_CONFIDENCE: "
+                                                         "label=value[,label=value...] or a JSON object "
+                                                         "{\"label\": value}")
+    review_topic: str = Field("texts.review", description="topic of records under their label's confidence threshold "
+                                                          "(created or required only when a threshold is set)")
     log_level: LogLevel = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_format: LogFormat = Field("text", description="text (readable) or json (one object per line)")
     # Kafka security: every client of the project (worker, lag probe, admin, send/tail, announce)
@@ -130,7 +141,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"expected host:port[,host:port...] optionally prefixed by kafka://, got {server!r}")
         return value
 
-    @field_validator("input_topic", "output_topic", "dlq_topic", "models_topic")
+    @field_validator("input_topic", "output_topic", "dlq_topic", "models_topic", "review_topic")
     @classmethod
     def _check_topic(cls, value: str) -> str:
         if not _TOPIC_RE.match(value):
@@ -148,6 +159,12 @@ class Settings(BaseSettings):
     @classmethod
     def _check_topic_configs(cls, value: str) -> str:
         parse_topic_configs(value)  # raises ValueError saying which item is wrong
+        return value
+
+    @field_validator("min_confidence_by_label")
+    @classmethod
+    def _check_thresholds(cls, value: str) -> str:
+        parse_thresholds(value)  # raises ValueError saying which item is wrong
         return value
 
     @field_validator("label_topic_prefix")
@@ -260,6 +277,16 @@ class Settings(BaseSettings):
         return ";".join("kafka://" + s for s in self.bootstrap_servers.split(","))
 
     @property
+    def thresholds(self) -> dict[str, float]:
+        """TEXTSTREAM_MIN_CONFIDENCE_BY_LABEL as {label: threshold} (validated at start)."""
+        return parse_thresholds(self.min_confidence_by_label)
+
+    @property
+    def review_on(self) -> bool:
+        """Whether any record can go to the review topic (a threshold above 0 is set)."""
+        return self.min_confidence > 0 or any(t > 0 for t in self.thresholds.values())
+
+    @property
     def topic_config_map(self) -> dict[str, str]:
         """TEXTSTREAM_TOPIC_CONFIGS as Kafka's config map (validated at start)."""
         return parse_topic_configs(self.topic_configs)
@@ -314,6 +341,43 @@ class PropertiesFileSource(PydanticBaseSettingsSource):
 
 _OAUTH_FIELDS = ("kafka_oauth_token_file", "kafka_oauth_token_url", "kafka_oauth_client_id",
                  "kafka_oauth_client_secret", "kafka_oauth_scope")
+
+
+def parse_thresholds(text: str) -> dict[str, float]:
+    """'spam=0.9,ham=0.5' or '{"spam": 0.9, "a,b": 0.5}' (JSON, for labels holding ',' or '=') →
+    {label: threshold}; each threshold a number from 0 to 1, no label twice, no empty label."""
+    text = text.strip()
+    if not text:
+        return {}
+    from_json = text.startswith("{")
+    if from_json:
+        try:
+            obj = json.loads(text, object_pairs_hook=list)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a JSON object: {exc}") from None
+        items: list[tuple[str, object]] = list(obj)
+    else:
+        items = []
+        for item in text.split(","):
+            label, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"{item.strip()!r} is not label=value")
+            items.append((label.strip(), value.strip()))
+    out: dict[str, float] = {}
+    for label, raw in items:
+        if not label:
+            raise ValueError("a threshold without a label")
+        if label in out:
+            raise ValueError(f"label {label!r} is given twice")
+        number = isinstance(raw, (int, float)) and not isinstance(raw, bool)  # JSON: numbers only
+        try:
+            threshold = float(raw) if number or (isinstance(raw, str) and not from_json) else float("nan")  # type: ignore[arg-type]
+        except ValueError:
+            threshold = float("nan")
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"{label}: {raw!r} is not a number from 0 to 1")
+        out[label] = threshold
+    return out
 
 
 class SecurityConfigProblems(ValueError):

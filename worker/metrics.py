@@ -45,6 +45,12 @@ for _result in ("success", "failure"):
     RELOADS.labels(_result)  # export 0 from the start, so increase() sees the first failure
 PREDICTIONS = Counter("textstream_predictions_total", "Labelled records by predicted label.", ["label"])
 CONFIDENCE = Histogram("textstream_confidence", "Confidence of the predicted label.", buckets=_UNIT_BUCKETS)
+REVIEWED = Counter(
+    "textstream_review_total",
+    "Labelled records sent to the review topic instead of their label's topic (confidence under the threshold), "
+    "by predicted label.",
+    ["label"],
+)
 CLUSTERS = Counter("textstream_cluster_assignments_total", "Labelled records by assigned cluster.", ["cluster"])
 NOVEL = Counter(
     "textstream_novel_texts_total",
@@ -55,8 +61,9 @@ CONSUMER_LAG = Gauge(
 )
 
 
-def observe_batch(predictions: Sequence[Prediction], rejected: Sequence[Rejected], novelty_threshold: float) -> None:
-    """Count one processed batch: outcomes, labels, confidence, clusters, novel texts."""
+def observe_batch(predictions: Sequence[Prediction], rejected: Sequence[Rejected], novelty_threshold: float,
+                  reviewed: Sequence[str] = ()) -> None:
+    """Count one processed batch: outcomes, labels, confidence, clusters, novel texts, records sent to review."""
     if predictions:
         MESSAGES.labels("labeled", "").inc(len(predictions))
     for reason, n in collections.Counter(rej.reason for rej in rejected).items():
@@ -68,6 +75,8 @@ def observe_batch(predictions: Sequence[Prediction], rejected: Sequence[Rejected
     # One update per distinct label and cluster, not per record: this runs on the event loop.
     for label, n in collections.Counter(p.label for p in predictions).items():
         PREDICTIONS.labels(label).inc(n)
+    for label, n in collections.Counter(reviewed).items():
+        REVIEWED.labels(label).inc(n)
     for cluster, n in collections.Counter(p.cluster_id for p in predictions).items():
         CLUSTERS.labels(str(cluster)).inc(n)
     novel = sum(1 for p in predictions if p.cluster_similarity < novelty_threshold)

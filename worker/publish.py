@@ -136,7 +136,7 @@ class Labeller(Generic[E]):
         for rec in records:
             if rec.timestamp:
                 metrics.END_TO_END_SECONDS.observe(max(now - rec.timestamp, 0.0))
-        metrics.observe_batch(result.predictions, result.rejected, self.settings.novelty_threshold)
+        metrics.observe_batch(result.predictions, result.rejected, self.settings.novelty_threshold, result.reviewed)
         for rej in result.rejected:
             logger.warning(
                 "dead-lettered %s/%d/%d reason=%s detail=%s",

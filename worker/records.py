@@ -130,6 +130,7 @@ class BatchResult:
     predictions: list[Prediction]  # of the records published as labeled
     rejected: list[Rejected]
     model_version: int
+    reviewed: list[str] = field(default_factory=list)  # labels of the records sent to the review topic
 
     @property
     def labeled(self) -> int:

@@ -217,6 +217,10 @@ async def create_output_topics(settings: Settings, access: ClientSecurity, label
     """Create (or, with TEXTSTREAM_CREATE_TOPICS=false, require) the topics a version with these labels
     writes, before it serves; labels without a topic of their own under this worker's prefix refuse it."""
     topics.check_label_topics(settings, labels)
+    unknown = sorted(set(settings.thresholds) - set(labels))
+    if unknown:
+        logger.warning("TEXTSTREAM_MIN_CONFIDENCE_BY_LABEL names labels this version does not have: %s",
+                       ", ".join(unknown))
     await topics.ensure_topics(settings.bootstrap_servers, output_topics(settings, labels), settings.topic_partitions,
                                security=access, spec=topics.TopicSpec.from_settings(settings))
 

@@ -1,8 +1,10 @@
 """Stage 4: predictions and rejections in, the records to produce out.
 
 Each labelled input becomes its enriched record on texts.labeled plus the same record on the topic
-of its label; every input that cannot be labelled or written back goes to the dead-letter topic
-with its original bytes and headers, plus the reason and its provenance.
+of its label, or, when its confidence is under its label's threshold (TEXTSTREAM_MIN_CONFIDENCE,
+TEXTSTREAM_MIN_CONFIDENCE_BY_LABEL), on the review topic instead; every input that cannot be
+labelled or written back goes to the dead-letter topic with its original bytes and headers, plus
+the reason and its provenance.
 """
 
 from __future__ import annotations
@@ -26,21 +28,34 @@ def route(settings: Settings, model_version: int,
     dead = list(rejected)
     outgoing: list[Outgoing] = []
     published: list[Prediction] = []
+    reviewed: list[str] = []
+    by_label = settings.thresholds if settings.review_on else None
     for rec, msg, pred in labelled:
         if isinstance(pred, Exception):
             dead.append(Rejected.of(rec, "model_error",
                                     f"the model failed on this input: {type(pred).__name__}: {pred}"))
             continue
-        value = encode_checked(settings, rec, msg, pred, model_version, processed_at)
+        mark = None if by_label is None else review_mark(pred, by_label.get(pred.label, settings.min_confidence))
+        value = encode_checked(settings, rec, msg, pred, model_version, processed_at, mark)
         if isinstance(value, Rejected):
             dead.append(value)
             continue
         published.append(pred)
         outgoing.append(Outgoing(settings.output_topic, msg.key, value))
-        outgoing.append(Outgoing(label_topic(settings.label_topic_prefix, pred.label), msg.key, value))
+        if mark is not None and mark["route"] == "review":
+            reviewed.append(pred.label)
+            outgoing.append(Outgoing(settings.review_topic, msg.key, value))
+        else:
+            outgoing.append(Outgoing(label_topic(settings.label_topic_prefix, pred.label), msg.key, value))
     limits = Limits.of(settings)
     outgoing.extend(dead_letter(settings.dlq_topic, limits, rej) for rej in dead)
-    return BatchResult(outgoing, published, dead, model_version)
+    return BatchResult(outgoing, published, dead, model_version, reviewed)
+
+
+def review_mark(pred: Prediction, threshold: float) -> dict[str, Any]:
+    """The fields that say where a record went when the review route is on: `route` is "review" for a
+    confidence strictly under `threshold` (its label's), else "label"; `min_confidence` is `threshold`."""
+    return {"route": "review" if pred.confidence < threshold else "label", "min_confidence": threshold}
 
 
 def dead_letter(topic: str, limits: Limits, rej: Rejected) -> Outgoing:
@@ -61,10 +76,10 @@ def dead_letter(topic: str, limits: Limits, rej: Rejected) -> Outgoing:
 
 
 def encode_checked(settings: Settings, rec: RawRecord, msg: TextMessage, pred: Prediction, model_version: int,
-                   processed_at: float) -> bytes | Rejected:
+                   processed_at: float, mark: dict[str, Any] | None = None) -> bytes | Rejected:
     """The output record, or the input rejected when its output cannot be written or is too large."""
     try:
-        value = encode_result(msg, pred, model_version, processed_at)
+        value = encode_result(msg, pred, model_version, processed_at, mark)
     except orjson.JSONEncodeError as exc:
         # orjson reads 1024 levels of nesting but writes only 254: a passthrough field nested
         # deeper would make this batch raise, stop the worker uncommitted and do it again after
@@ -80,9 +95,10 @@ def encode_checked(settings: Settings, rec: RawRecord, msg: TextMessage, pred: P
 
 
 def encode_result(
-    msg: TextMessage, pred: Prediction, model_version: int, processed_at: float
+    msg: TextMessage, pred: Prediction, model_version: int, processed_at: float, mark: dict[str, Any] | None = None
 ) -> bytes:
-    """The output record on texts.labeled and texts.label.<label>."""
+    """The output record on texts.labeled and texts.label.<label> (or the review topic); `mark`
+    (`review_mark`, only when the review route is on) adds `route` and `min_confidence`."""
     record: dict[str, Any] = dict(msg.fields)
     record.update(
         id=msg.id,
@@ -96,6 +112,7 @@ def encode_result(
         source={"topic": msg.source.topic, "partition": msg.source.partition, "offset": msg.source.offset},
         received_at=msg.received_at,
         processed_at=processed_at,
+        **(mark or {}),
     )
     return orjson.dumps(record)
 
@@ -107,5 +124,6 @@ def dlq_headers(rej: Rejected) -> list[tuple[str, bytes]]:
 
 
 def output_topics(settings: Settings, labels: Sequence[str]) -> list[str]:
-    """Every topic the worker writes for a model with these labels."""
-    return [settings.output_topic, settings.dlq_topic, *(label_topic(settings.label_topic_prefix, x) for x in labels)]
+    """Every topic the worker writes for a model with these labels (the review topic when the route is on)."""
+    return [settings.output_topic, settings.dlq_topic, *([settings.review_topic] if settings.review_on else []),
+            *(label_topic(settings.label_topic_prefix, x) for x in labels)]

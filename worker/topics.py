@@ -128,7 +128,8 @@ def reserved_topics(settings: Settings) -> dict[str, str]:
     return {settings.input_topic: f"the input topic ({ENV_PREFIX}INPUT_TOPIC)",
             settings.output_topic: f"the output topic ({ENV_PREFIX}OUTPUT_TOPIC)",
             settings.dlq_topic: f"the dead-letter topic ({ENV_PREFIX}DLQ_TOPIC)",
-            settings.models_topic: f"the models topic ({ENV_PREFIX}MODELS_TOPIC)"}
+            settings.models_topic: f"the models topic ({ENV_PREFIX}MODELS_TOPIC)",
+            **({settings.review_topic: f"the review topic ({ENV_PREFIX}REVIEW_TOPIC)"} if settings.review_on else {})}
 
 
 class LabelTopicError(TextstreamError):
@@ -234,6 +235,7 @@ def worker_topics(settings: Settings, labels: Sequence[str]) -> tuple[list[str],
     """Every topic a worker serving these labels uses: (those with TEXTSTREAM_TOPIC_PARTITIONS
     partitions, those with one: the models topic and Faust's own)."""
     return ([settings.input_topic, settings.output_topic, settings.dlq_topic,
+             *([settings.review_topic] if settings.review_on else []),
              *(label_topic(settings.label_topic_prefix, x) for x in labels)],
             [settings.models_topic, *faust_internal_topics(settings.app_id)])
 

@@ -105,6 +105,36 @@ def test_markdown_without_a_second_branch_has_no_branch_line(branches: dict[str,
     assert "| 0.8125 | 0.7900 |" in md
 
 
+# Served (calibrated) probabilities of the six evaluation texts; T = 2 was fitted on validation texts.
+PROBS = np.array([[0.9, 0.05, 0.05], [0.5, 0.3, 0.2], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [0.6, 0.1, 0.3],
+                  [0.1, 0.1, 0.8]])
+CALIBRATION: dict[str, Any] = {
+    "method": "temperature", "temperature": 2.0, "fitted_on": "validation", "bins": 15,
+    "validation": {"temperature": 2.0, "val_nll_before": 0.9, "val_nll_after": 0.6},
+    "evaluation": {"texts": 6, "ece_before": 0.2512, "ece_after": 0.1234, "nll_before": 1.1, "nll_after": 0.7},
+}
+
+
+def test_markdown_carries_the_calibration_and_a_reliability_table() -> None:
+    from training.calibration import reliability, rescale
+
+    md = report.markdown(make_input(probs=PROBS, calibration=CALIBRATION))
+    assert "divided by T = 2.0000" in md and "(validation NLL 0.9000 → 0.6000)" in md
+    assert "(15 equal-width bins) 0.2512 before, 0.1234 after" in md and "log-likelihood 1.1000 before, 0.7000 after" in md
+    after = [b for b in reliability(PROBS, Y_TRUE) if b.count]
+    before = reliability(rescale(PROBS, 0.5), Y_TRUE)
+    # One row per bin holding texts before or after; e.g. the texts at 0.8 (both right) after calibration.
+    assert sum(b.count for b in after) == 6
+    row = next(b for b in after if b.lower < 0.8 <= b.upper)
+    assert f"| {row.count} | {row.confidence:.3f} | {row.accuracy:.3f} |" in md and row.accuracy == 1.0
+    assert sum(1 for line in md.splitlines() if re.match(r"\| \d\.\d{3}–\d\.\d{3} \|", line)) == len(
+        [1 for b, a in zip(before, reliability(PROBS, Y_TRUE), strict=True) if a.count or b.count])
+
+
+def test_markdown_without_calibration_has_no_calibration_section() -> None:
+    assert "Confidence calibration" not in report.markdown(make_input())
+
+
 # --- files --------------------------------------------------------------------------------------
 
 
@@ -123,6 +153,14 @@ def test_write_creates_the_files_it_lists(tmp_path: Path) -> None:
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert sorted(links) == sorted(Path(n).name for n in written[1:])
     assert all((tmp_path / "report" / link).is_file() for link in links)
+
+
+def test_write_adds_the_reliability_diagram_with_calibration(tmp_path: Path) -> None:
+    written = report.write(tmp_path, make_input(probs=PROBS, calibration=CALIBRATION))
+    assert written[-1] == "report/reliability.png"
+    width, height = png_size(tmp_path / written[-1])
+    assert width > 100 and height > 100
+    assert "![reliability diagram](reliability.png)" in (tmp_path / written[0]).read_text(encoding="utf-8")
 
 
 def test_training_curves_have_one_panel_per_stage(tmp_path: Path) -> None:

@@ -48,6 +48,20 @@ def test_report_files_are_hashed_and_agree_with_the_manifest(tiny_registry: Path
     assert sum(manifest["evaluation"]["clustering"]["sizes"]) == manifest["data"]["eval_rows"]
 
 
+def test_the_version_records_its_calibration_and_reports_it(tiny_registry: Path) -> None:
+    folder = tiny_registry / "1"
+    manifest = registry.verify(folder)
+    cal = manifest["calibration"]
+    assert cal["method"] == "temperature" and cal["fitted_on"] == "validation" and cal["temperature"] > 0
+    assert cal["validation"]["val_nll_after"] <= cal["validation"]["val_nll_before"]
+    ev = cal["evaluation"]
+    assert ev["texts"] == manifest["data"]["eval_rows"]
+    assert all(0 <= ev[k] <= 1 for k in ("ece_before", "ece_after"))
+    assert "report/reliability.png" in manifest["files"]
+    report = (folder / "report" / "report.md").read_text(encoding="utf-8")
+    assert f"{ev['ece_before']:.4f} before, {ev['ece_after']:.4f} after" in report
+
+
 def test_served_predictions_match_the_evaluation(tiny_registry: Path) -> None:
     """What the manifest reports is what the worker computes: same compiled call, same files."""
     served = bundle.load_serving(tiny_registry)

@@ -63,14 +63,25 @@ def test_create_topics_reads_the_usual_booleans(monkeypatch: pytest.MonkeyPatch,
         ("TEXTSTREAM_TOPIC_CONFIGS", "retention.ms=1,,min.insync.replicas=2"),
         ("TEXTSTREAM_TOPIC_CONFIGS", "min.insync.replicas 2"),
         ("TEXTSTREAM_CREATE_TOPICS", "maybe"),
+        ("TEXTSTREAM_MIN_CONFIDENCE", "1.5"),
+        ("TEXTSTREAM_MIN_CONFIDENCE", "-0.1"),
+        ("TEXTSTREAM_MIN_CONFIDENCE", "high"),
+        ("TEXTSTREAM_MIN_CONFIDENCE_BY_LABEL", "spam"),
+        ("TEXTSTREAM_MIN_CONFIDENCE_BY_LABEL", "spam=1.2"),
+        ("TEXTSTREAM_MIN_CONFIDENCE_BY_LABEL", "spam=nan"),
+        ("TEXTSTREAM_MIN_CONFIDENCE_BY_LABEL", "spam=0.5,spam=0.6"),
+        ("TEXTSTREAM_MIN_CONFIDENCE_BY_LABEL", "=0.5"),
+        ("TEXTSTREAM_MIN_CONFIDENCE_BY_LABEL", '{"spam": "0.5"}'),
+        ("TEXTSTREAM_MIN_CONFIDENCE_BY_LABEL", '{"spam": true}'),
+        ("TEXTSTREAM_MIN_CONFIDENCE_BY_LABEL", '{"spam": 0.5'),
+        ("TEXTSTREAM_REVIEW_TOPIC", "review me"),
     ],
 )
 def test_invalid_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, var: str, value: str) -> None:
     monkeypatch.setenv(var, value)
     with pytest.raises(ConfigError) as err:
         load_settings()
-    assert var in str(err.value)
-    assert repr(value).lower() in str(err.value).lower()
+    assert f"{var}={value!r}".lower() in str(err.value).lower()
 
 
 def test_broker_lists_are_normalised(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -84,3 +95,24 @@ def test_settings_are_frozen() -> None:
     s = load_settings()
     with pytest.raises(ValidationError):
         s.batch_size = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("value", "thresholds"),
+    [
+        ("spam=0.9, ham = 0.5", {"spam": 0.9, "ham": 0.5}),
+        ('{"a,b": 1, "c=d": 0}', {"a,b": 1.0, "c=d": 0.0}),  # JSON for labels holding ',' or '='
+        ("", {}),
+    ],
+)
+def test_per_label_thresholds_parse(monkeypatch: pytest.MonkeyPatch, value: str, thresholds: dict[str, float]) -> None:
+    monkeypatch.setenv("TEXTSTREAM_MIN_CONFIDENCE_BY_LABEL", value)
+    assert load_settings().thresholds == thresholds
+
+
+def test_the_review_route_is_off_by_default_and_on_with_any_threshold_above_0() -> None:
+    assert not load_settings().review_on
+    assert load_settings().review_topic == "texts.review"
+    assert not load_settings(min_confidence_by_label="spam=0").review_on
+    assert load_settings(min_confidence_by_label="spam=0.2").review_on
+    assert load_settings(min_confidence=0.2).review_on

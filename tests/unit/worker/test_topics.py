@@ -79,6 +79,14 @@ def test_a_label_topic_may_not_be_one_of_the_workers_other_topics() -> None:
     assert "'labeled'" in problem and "the output topic (TEXTSTREAM_OUTPUT_TOPIC) texts.labeled" in problem
 
 
+def test_a_label_topic_may_not_be_the_review_topic_once_the_route_is_on() -> None:
+    off = load_settings(label_topic_prefix="texts.")
+    assert label_topic_problems("texts.", ["review"], topics.reserved_topics(off)) == []
+    on = load_settings(label_topic_prefix="texts.", min_confidence=0.5)
+    (problem,) = label_topic_problems("texts.", ["review"], topics.reserved_topics(on))
+    assert "the review topic (TEXTSTREAM_REVIEW_TOPIC) texts.review" in problem
+
+
 def test_check_label_topics_names_the_prefix_variable_and_the_labels() -> None:
     settings = load_settings(label_topic_prefix="t.")
     topics.check_label_topics(settings, ["sport", "tech"])
@@ -221,6 +229,17 @@ async def test_the_worker_needs_its_topics_faust_s_and_its_label_topics() -> Non
     with pytest.raises(MissingTopicsError) as err:
         await topics.prepare_worker_topics(settings, PLAINTEXT, ["a b", "c"])
     assert "d, grp-__assignor-__leader, l.a_b, m" in str(err.value) and FakeAdmin.requests == []
+
+
+async def test_with_a_threshold_the_worker_also_needs_the_review_topic() -> None:
+    settings = load_settings(app_id="grp", input_topic="i", output_topic="o", dlq_topic="d", models_topic="m",
+                             label_topic_prefix="l.", create_topics=False, min_confidence=0.8, review_topic="r")
+    partitioned, _ = topics.worker_topics(settings, ["c"])
+    assert partitioned == ["i", "o", "d", "r", "l.c"]
+    FakeAdmin.existing = {"i", "o", "d", "l.c", "m", "grp-__assignor-__leader"}
+    with pytest.raises(MissingTopicsError) as err:
+        await topics.prepare_worker_topics(settings, PLAINTEXT, ["c"])
+    assert "1 topic(s)" in str(err.value) and ": r." in str(err.value) and FakeAdmin.requests == []
 
 
 async def test_at_start_the_worker_creates_its_topics_with_their_partitions() -> None:
