@@ -52,7 +52,12 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 def cmd_train(args: argparse.Namespace) -> int:
     logs.setup("INFO")
-    from training.train import train
+    try:
+        from training.train import train
+    except ModuleNotFoundError as exc:  # an install without the `train` extra (the worker image)
+        raise SystemExit(f"textstream train: {(exc.name or '?').split('.')[0]} is missing: training needs the `train` extra "
+                         "(pip install 'textstream[train]'); deploy/Dockerfile's worker image leaves it out, "
+                         "its default image has it") from None
 
     args.model_dir = models.model_dir(args)
     result = train([Path(p) for p in args.data], args.model_dir, train_config(args),
