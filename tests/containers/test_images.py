@@ -135,7 +135,7 @@ def test_the_trainer_publishes_a_version_into_the_volume_as_the_image_user(
     print(f"images built (or reused) in {images.seconds:.0f} s; trainer ran in {published.seconds:.0f} s")
     # A new named volume takes the image's /models (owned by uid 10001): the non-root trainer could
     # write there, and everything it wrote is its own.
-    owners = in_volume(images, models_volume, "find", "/models", "-printf", "%u:%g %p\n").splitlines()
+    owners = in_volume(images, models_volume, "find", "/models", "-printf", "%U:%G %p\n").splitlines()
     assert owners and all(line.startswith(f"{UID}:{UID} ") for line in owners), owners
     assert any(line.endswith(" /models/1") for line in owners), owners
 
