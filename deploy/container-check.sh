@@ -47,7 +47,7 @@ if ! docker info >/dev/null 2>&1; then
     took "dockerd up"
 fi
 
-deploy/base-image.sh
+BASE_IMAGE=$BASE deploy/base-image.sh
 took "base image $BASE ready"
 
 for target in worker trainer; do
