@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import dataclasses
 import functools
+import importlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,12 +57,22 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     return config.build(values["classifier"], values["clusterer"], **values[""])
 
 
+def training_module() -> Any:
+    """training.train, or a clear exit where the `train` extra is not installed (the worker image)."""
+    try:
+        return importlib.import_module("training.train")
+    except ModuleNotFoundError as exc:
+        raise SystemExit(f"textstream train: {(exc.name or '?').split('.')[0]} is missing: training needs the `train` extra "
+                         "(pip install 'textstream[train]'); deploy/Dockerfile's worker image leaves it out, "
+                         "its default image has it") from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     settings = clients.kafka_settings(args)
     logs.setup(settings.log_level, settings.log_format)
     if args.check:
         return cmd_check(args)
-    from training.train import train
+    train = training_module().train
 
     # With --json, stdout carries one JSON object and nothing else; the human lines go to stderr.
     say = functools.partial(print, file=sys.stderr if args.json else sys.stdout)
@@ -95,7 +106,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     """`train --check`: read and split the data as training would, print what it found, exit 0 (usable)
     or 1 (not), without training."""
-    from training.train import check
+    check = training_module().check
 
     try:
         found = check([Path(p) for p in args.data], train_config(args),

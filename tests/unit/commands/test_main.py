@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,15 @@ def test_train_reports_bad_data_clearly(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["train", "--data", str(data), "--model-dir", str(tmp_path / "m")]) == 2
     assert "at least two classes" in capsys.readouterr().err
     assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
+
+
+def test_train_without_the_train_extra_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The worker image has no scikit-learn: `textstream train` there names the extra, not a traceback.
+    for name in ["sklearn", *(m for m in sys.modules if m.startswith("sklearn."))]:
+        monkeypatch.setitem(sys.modules, name, None)  # None: importing it fails
+    monkeypatch.delitem(sys.modules, "training.train", raising=False)
+    with pytest.raises(SystemExit, match=r"sklearn is missing: .*pip install 'textstream\[train\]'"):
+        main(["train", "--data", str(tmp_path / "x.jsonl"), "--model-dir", str(tmp_path / "m")])
 
 
 def test_readme_documents_every_variable() -> None:

@@ -181,15 +181,21 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 def test_dockerfile_builds_a_small_non_root_cpu_image() -> None:
     steps = dockerfile_instructions()
     args = dict(a.split("=", 1) for op, a in steps if op == "ARG" and "=" in a)
-    stages = [a for op, a in steps if op == "FROM"]
+    stages = dict(reversed(a.split(" AS ")) for op, a in steps if op == "FROM")
     assert args["PYTHON_IMAGE"] == "python:3.11-slim"
-    assert all(s.startswith("${PYTHON_IMAGE}") for s in stages) and len(stages) == 2
+    # Every stage grows from the Python image; the last one (the default image) runs worker and trainer.
+    for name, source in stages.items():
+        while source in stages:
+            source = stages[source]
+        assert source == "${PYTHON_IMAGE}", name
+    assert list(stages)[-1] == "trainer" and stages["worker"] == stages["trainer"] == "runtime"
     runs = " ".join(a for op, a in steps if op == "RUN")
-    assert "pip install ." in runs and "pip install --no-deps ." in runs
+    assert "pip install -r worker.txt" in runs and "pip install -r train.txt" in runs
+    assert "pip install --no-deps ." in runs
     # CPU TensorFlow comes from the pinned dependencies that `pip install .` installs.
     assert re.search(r'"tensorflow-cpu==[\d.]+"', (ROOT / "pyproject.toml").read_text())
-    (user,) = [a for op, a in steps if op == "USER"]
-    assert user.split(":")[0] not in {"0", "root"}
+    users = [a for op, a in steps if op == "USER"]
+    assert len(users) == 2 and all(user.split(":")[0] not in {"0", "root"} for user in users)
     assert [a for op, a in steps if op == "ENTRYPOINT"] == ['["textstream"]']
     assert [a for op, a in steps if op == "CMD"] == ['["worker"]']
     assert "6066" in [a for op, a in steps if op == "EXPOSE"]
