@@ -97,6 +97,8 @@ def encode_result(
         received_at=msg.received_at,
         processed_at=processed_at,
     )
+    if pred.explanation is not None:
+        record["explanation"] = pred.explanation
     return orjson.dumps(record)
 
 
