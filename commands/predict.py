@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -130,11 +131,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from worker.explain import explain
 
+    # With TEXTSTREAM_EXPLAIN=true the worker's own pipeline explains already.
+    hook = partial(explain, tokens_tried=settings.explain_tokens) if args.explain and not settings.explain else None
+
     def flush() -> None:
-        for s in score(model, settings, chunk, explain if args.explain else None):
+        for s in score(model, settings, chunk, hook):
             counts["dead-lettered" if "error" in s else "labelled"] += 1
             print(orjson.dumps(s).decode() if args.json else table_row(s))
-            if args.explain and not args.json and "error" not in s:
+            if (args.explain or settings.explain) and not args.json and "error" not in s:
                 print(explanation_line(s.get("explanation")))
         chunk.clear()
 
@@ -166,6 +170,6 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--explain", action="store_true",
                    help="add to each labelled record an `explanation`: the n-grams that pushed it to its label with "
                         "their exact weights, and the tokens whose removal from the LSTM's input lowers its "
-                        "probability most (docs/models.md)")
+                        "probability most (docs/models.md; TEXTSTREAM_EXPLAIN_TOKENS tokens tried)")
     p.add_argument("--key-field", default="id", help="JSON field whose string value is the record key (default: id)")
     p.set_defaults(func=cmd_predict)

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
                                             "it to its label with their exact weights, and the tokens whose removal "
                                             "from the LSTM's input lowers its probability most (docs/models.md; "
                                             "costs CPU, bench/README.md)")
+    explain_tokens: int = Field(8, ge=0, le=64, description="tokens tried per record for the LSTM's part of an "
+                                                            "explanation, each one more LSTM call (0: the n-grams "
+                                                            "only, at a fraction of the cost)")
     novelty_threshold: float = Field(0.3, ge=-1, le=1, description="cluster similarity below this counts as a novel text")
     log_level: LogLevel = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_format: LogFormat = Field("text", description="text (readable) or json (one object per line)")

@@ -8,7 +8,7 @@ by its mix weight: the LSTM's (`deep_logits`) and a linear SVM's over sublinear 
   the n-grams of the text; each term is one n-gram's contribution. The largest TOP_NGRAMS by
   magnitude are listed; `linear_rest` is the sum of the others, so
   Σ linear + linear_rest + linear_bias = linear_logit, the branch's logit to the float32 rounding.
-- lstm_occlusion: an approximation. Each of up to OCCLUDED_TOKENS tokens is removed (every
+- lstm_occlusion: an approximation. Each of up to OCCLUDED_TOKENS tokens (TEXTSTREAM_EXPLAIN_TOKENS) is removed (every
   occurrence) from the LSTM branch's input alone, and `delta` is how much the model's probability of
   the label drops (the n-gram branch keeps the whole text). It says what the LSTM needs, one token at
   a time; tokens that matter only together show small deltas each. The tokens tried are those with
@@ -47,7 +47,7 @@ class Linear:
     terms: np.ndarray  # index -> n-gram (index 0: out of vocabulary, weight 0)
     kernel: np.ndarray  # (terms, labels)
     bias: np.ndarray  # (labels,)
-    characters: bool  # character n-grams (no one-word n-grams to rank occlusion by)
+    unigram: np.ndarray  # per index: a one-word n-gram (always False for character n-grams)
 
     def rows(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Each text's (term indices, TF-IDF values) as the model computes them."""
@@ -73,8 +73,9 @@ class Explainer:
     tokens: Callable[[Sequence[str]], list[list[str]]]  # texts -> the LSTM's tokens
     lstm_weighs: bool = True  # False when the branch mix gave the LSTM weight 0: nothing to occlude
 
-    def explain(self, texts: Sequence[str]) -> list[dict[str, Any]]:
-        """One explanation per text, for the label the whole model gives it."""
+    def explain(self, texts: Sequence[str], tokens_tried: int = OCCLUDED_TOKENS) -> list[dict[str, Any]]:
+        """One explanation per text, for the label the whole model gives it; up to `tokens_tried`
+        tokens occluded per text (0: no LSTM call beyond the text itself)."""
         if not texts:
             return []
         n_labels = len(self.labels)
@@ -99,10 +100,10 @@ class Explainer:
                 entry["linear_rest"] = round(float(contrib[order[TOP_NGRAMS:]].sum()), 6)
                 entry["linear_bias"] = round(float(self.linear.bias[label]), 6)
                 entry["linear_logit"] = round(float(wide[i, label]), 6)
-                if not self.linear.characters:
-                    unigram = {str(self.linear.terms[t]): float(c) for t, c in zip(terms, contrib, strict=True)
-                               if " " not in str(self.linear.terms[t])}
-            tried.append(candidates(text_tokens, unigram) if self.lstm_weighs else [])
+                words = np.flatnonzero(self.linear.unigram[terms])
+                top = words[np.argsort(-np.abs(contrib[words]), kind="stable")[:tokens_tried]]
+                unigram = {str(self.linear.terms[terms[j]]): float(contrib[j]) for j in top}
+            tried.append(candidates(text_tokens, unigram, tokens_tried) if self.lstm_weighs else [])
             out.append(entry)
         variants = [" ".join(t for t in toks if t != c) for toks, cs in zip(tokens, tried, strict=True) for c in cs]
         occluded = self.deep(variants) if variants else np.zeros((0, n_labels), np.float32)
@@ -145,8 +146,11 @@ def build(classifier: Any, labels: Sequence[str]) -> Explainer | None:
     if {"ngram_counts", "ngram_tfidf", "wide_logits"} <= names:
         counts = classifier.get_layer("ngram_counts")
         kernel, bias = (np.asarray(w, dtype=np.float64) for w in classifier.get_layer("wide_logits").get_weights())
-        linear = Linear(counts, classifier.get_layer("ngram_tfidf"), np.asarray(counts.get_vocabulary()), kernel, bias,
-                        counts.get_config().get("split") == "character")
+        terms = np.asarray(counts.get_vocabulary())
+        characters = counts.get_config().get("split") == "character"
+        unigram = np.zeros(len(terms), dtype=bool) if characters else np.char.find(terms, " ") < 0
+        unigram[0] = False  # out of vocabulary
+        linear = Linear(counts, classifier.get_layer("ngram_tfidf"), terms, kernel, bias, unigram)
 
     @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string)])  # type: ignore[untyped-decorator]
     def graph(texts: Any) -> Any:
@@ -178,9 +182,9 @@ def explainer(bundle: Bundle) -> Explainer | None:
         return _cache[bundle.classifier]
 
 
-def explain(bundle: Bundle, texts: Sequence[str]) -> list[dict[str, Any] | None]:
+def explain(bundle: Bundle, texts: Sequence[str], tokens_tried: int = OCCLUDED_TOKENS) -> list[dict[str, Any] | None]:
     """One explanation per text (None for every text when the version cannot be explained)."""
     found = explainer(bundle)
     if found is None:
         return [None] * len(texts)
-    return list(found.explain(texts))
+    return list(found.explain(texts, tokens_tried))

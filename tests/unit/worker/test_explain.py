@@ -63,8 +63,13 @@ def test_the_setting_off_means_no_field_and_on_adds_it_to_the_published_record(t
 def test_the_variable_turns_it_on(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEXTSTREAM_EXPLAIN", "true")
     assert config.load_settings().explain is True
+    assert config.load_settings().explain_tokens == explain.OCCLUDED_TOKENS
+    monkeypatch.setenv("TEXTSTREAM_EXPLAIN_TOKENS", "65")
+    with pytest.raises(ConfigError, match="TEXTSTREAM_EXPLAIN_TOKENS"):
+        config.load_settings()
+    monkeypatch.setenv("TEXTSTREAM_EXPLAIN_TOKENS", "0")
     monkeypatch.setenv("TEXTSTREAM_EXPLAIN", "perhaps")
-    with pytest.raises(ConfigError, match="TEXTSTREAM_EXPLAIN"):
+    with pytest.raises(ConfigError, match="TEXTSTREAM_EXPLAIN="):
         config.load_settings()
 
 
@@ -110,6 +115,7 @@ def test_occluding_the_deciding_token_shows_a_large_delta(keyword_lstm: Any) -> 
         assert why["lstm_occlusion"][0]["token"] == key  # sorted by delta, the deciding word first
         assert max(abs(v) for t, v in deltas.items() if t != key) < 0.05  # filler: next to nothing
         large += deltas[key] > 0.5
+    assert all(why["lstm_occlusion"] == [] for why in found.explain(texts, tokens_tried=0))  # TEXTSTREAM_EXPLAIN_TOKENS=0
     # A model may learn one label as "none of the other words" (it then needs no word for it): the
     # other two words carry the label's probability from near 1 to near 0.
     assert large >= 2
@@ -138,3 +144,18 @@ def test_a_bundle_without_a_keras_classifier_explains_nothing() -> None:
     from tests.unit.worker.fakes import fake_bundle
 
     assert explain.explain(fake_bundle(), ["sport", "tech"]) == [None, None]
+
+
+def test_the_pipeline_passes_the_tokens_setting(tiny_bundle: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[int] = []
+    real = explain.explain
+
+    def spy(bundle: Any, texts: Any, tokens_tried: int = explain.OCCLUDED_TOKENS) -> Any:
+        asked.append(tokens_tried)
+        return real(bundle, texts, tokens_tried)
+
+    monkeypatch.setattr(explain, "explain", spy)
+    record = RawRecord(orjson.dumps({"text": NEWS[0]}), None, Source("in", 0, 0))
+    process(tiny_bundle, config.Settings(max_text_bytes=4096, explain=True, explain_tokens=3), [record])
+    process(tiny_bundle, config.Settings(max_text_bytes=4096, explain=False, explain_tokens=3), [record])
+    assert asked == [3]
