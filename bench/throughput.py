@@ -10,13 +10,15 @@ On one machine, with one model and one mix of texts (BBC News articles and Enron
   (d) 50 % load one worker at half of (b)'s rate: p50/p95/p99 latency with the default batch wait;
   (e) 2 workers two worker processes in one consumer group versus one, each with half the cores'
                 TensorFlow threads as the README advises for workers sharing a host; and (e') the
-                same with TensorFlow's default threads in each (twice as many threads as cores).
+                same with TensorFlow's default threads in each (twice as many threads as cores);
+  (x) explain   (a) and (b) again with TEXTSTREAM_EXPLAIN=true: every record explained (worker/explain.py).
 
 A `py-spy` profile of the worker during (b) and its own metrics (time in the model per batch, batch
 sizes) show where the rest of the time goes. Prints a table, writes bench/results/throughput.md and
 throughput.json (`worker_records_per_s` is what bench/soak.py loads at 70 %).
 
-    .venv/bin/python bench/throughput.py [--model-dir DIR] [--records 20000]
+    .venv/bin/python bench/throughput.py [--model-dir DIR] [--records 20000] [--explain-records 2000]
+    .venv/bin/python bench/throughput.py --phases abx --records 3000 --explain-records 600   # a quick look
 """
 
 from __future__ import annotations
@@ -43,9 +45,13 @@ from harness import REPO, Collector, bench_worker, pct, produce, texts
 
 from devkit.stack import Broker, Namespace, WorkerProcess, http_get
 from worker import bundle as bundle_mod
-from worker import config, registry, topics
+from worker import config, explain, registry, topics
 
 CORPORA = ("bbc_news_test", "enron_spam_sample")
+
+
+class Skip(Exception):
+    """Raised past the last run --phases asks for."""
 CACHE = REPO / "bench" / ".cache" / "throughput-model"
 
 
@@ -74,6 +80,42 @@ def ceiling(model: bundle_mod.Bundle, items: list[str], batch_size: int, repeats
         rate = len(items) / (time.perf_counter() - started)
         best = max(best, (rate, (time.process_time() - cpu) / len(items) * 1000))
     return best
+
+
+def ceiling_explained(model: bundle_mod.Bundle, items: list[str], batch_size: int, tokens: int,
+                      repeats: int = 2) -> tuple[float, float]:
+    """(a) with an explanation of every text (`tokens` occluded each): docs/s and CPU ms per doc,
+    best of `repeats` passes."""
+    explain.explain(model, items[:batch_size], tokens)  # builds the explainer (once per version) and traces it
+    best = (0.0, 0.0)
+    for _ in range(repeats):
+        started, cpu = time.perf_counter(), time.process_time()
+        for i in range(0, len(items), batch_size):
+            model.infer(items[i:i + batch_size])
+            explain.explain(model, items[i:i + batch_size], tokens)
+        rate = len(items) / (time.perf_counter() - started)
+        best = max(best, (rate, (time.process_time() - cpu) / len(items) * 1000))
+    return best
+
+
+def explained_worker(bootstrap: str, reg: Path, work: Path, broker_pid: int | None, partitions: int,
+                     items: list[tuple[str, str]]) -> dict[str, Any]:
+    """(x) one worker with TEXTSTREAM_EXPLAIN=true in its own namespace: a warm-up, then one burst,
+    with the CPU each process spent per record."""
+    ns = Namespace.fresh("explain")
+    asyncio.run(topics.ensure_topics(bootstrap, [ns.raw], partitions))
+    worker = bench_worker(bootstrap, ns, reg, work / "explain.log", TEXTSTREAM_EXPLAIN="true")
+    try:
+        worker.wait_ready()
+        wait_balanced([worker], partitions)
+        asyncio.run(burst(bootstrap, ns, [(f"warm-{rid}", text) for rid, text in items[:200]]))
+        cpu_before = cpu_now(worker.pid, broker_pid)
+        result = asyncio.run(burst(bootstrap, ns, items))
+        cpu_after = cpu_now(worker.pid, broker_pid)
+        result["cpu_ms_per_record"] = {k: (cpu_after[k] - cpu_before.get(k, 0.0)) / len(items) * 1000 for k in cpu_after}
+        return result
+    finally:
+        worker.stop()
 
 
 async def naive(bootstrap: str, folder: Path, items: list[str], n: int) -> float:
@@ -275,6 +317,9 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=20_000, help="records per burst in (b) and (e)")
     parser.add_argument("--naive-records", type=int, default=200, help="records through the naive consumer")
     parser.add_argument("--steady-seconds", type=float, default=30.0, help="length of the 50 %% load phase")
+    parser.add_argument("--explain-records", type=int, default=2000, help="records in the burst of (x)")
+    parser.add_argument("--phases", default="abcdex",
+                        help="which runs, by letter (default: all); (b) is needed by (d) and for the ratios")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "throughput.md")
     args = parser.parse_args()
 
@@ -295,10 +340,18 @@ def main() -> int:
         ceiling_items = (corpus * (1 + 8192 // len(corpus)))[:8192]
         results["a_ceiling"], results["a_cpu_ms_per_doc"] = ceiling(model, ceiling_items, bs)
         print(f"(a) ceiling: {results['a_ceiling']:.0f} docs/s", flush=True)
+        if "x" in args.phases:
+            results["x_tokens"] = settings.explain_tokens
+            results["x_ceiling"], results["x_cpu_ms_per_doc"] = ceiling_explained(
+                model, ceiling_items[:2048], bs, settings.explain_tokens)
+            results["x0_ceiling"], results["x0_cpu_ms_per_doc"] = ceiling_explained(model, ceiling_items[:2048], bs, 0)
+            print(f"(x) ceiling with explanations: {results['x_ceiling']:.0f} docs/s, n-grams only "
+                  f"{results['x0_ceiling']:.0f}", flush=True)
         del model
         gc.collect()
-        results["c_naive"] = asyncio.run(naive(bootstrap, folder, corpus, args.naive_records))
-        print(f"(c) naive: {results['c_naive']:.1f} docs/s", flush=True)
+        if "c" in args.phases:
+            results["c_naive"] = asyncio.run(naive(bootstrap, folder, corpus, args.naive_records))
+            print(f"(c) naive: {results['c_naive']:.1f} docs/s", flush=True)
 
         ns = Namespace.fresh("bench")
         asyncio.run(topics.ensure_topics(bootstrap, [ns.raw], settings.topic_partitions))
@@ -326,11 +379,19 @@ def main() -> int:
         print(f"(b) worker: {b['rate']:.0f} records/s, p50 {b['p50_ms']:.0f} ms; model busy "
               f"{results['b_model_share']:.0%}, mean batch {results['b_mean_batch']:.0f}", flush=True)
 
+        if "x" in args.phases:
+            results["x_worker"] = explained_worker(bootstrap, reg, work, broker.pid, settings.topic_partitions,
+                                                   batch_of("x", args.explain_records))
+            print(f"(x) worker with explanations: {results['x_worker']['rate']:.0f} records/s", flush=True)
+        if "d" not in args.phases:
+            raise Skip
         half = b["rate"] / 2
         n_steady = int(half * args.steady_seconds)
         results["d_half_load"] = asyncio.run(steady(bootstrap, ns, batch_of("d", n_steady), half))
         d = results["d_half_load"]
         print(f"(d) at {half:.0f}/s: p50 {d['p50_ms']:.0f} p95 {d['p95_ms']:.0f} p99 {d['p99_ms']:.0f} ms", flush=True)
+        if "e" not in args.phases:
+            raise Skip
 
         results["e_default_threads"] = two_workers(bootstrap, ns, reg, workers, settings.topic_partitions,
                                                    work / "default-threads.log", {}, batch_of("x", args.records))
@@ -345,18 +406,19 @@ def main() -> int:
                                                work / "split-threads.log", split, batch_of("e", args.records))
         print(f"(e) two workers, {threads} TensorFlow threads each: {results['e_two_workers']['rate']:.0f} records/s",
               flush=True)
+    except Skip:  # the phases asked for are done
+        pass
     finally:
         for w in workers:
             w.stop()
         broker.stop()
 
     results["worker_records_per_s"] = results["b_worker"]["rate"]
-    results["ratios"] = {
-        "b/a": results["b_worker"]["rate"] / results["a_ceiling"],
-        "b/c": results["b_worker"]["rate"] / results["c_naive"],
-        "e2/e1": results["e_two_workers"]["rate"] / results["b_worker"]["rate"],
-        "e2/e1 default threads": results["e_default_threads"]["rate"] / results["b_worker"]["rate"],
-    }
+    b_rate = results["b_worker"]["rate"]
+    results["ratios"] = {name: b_rate / results[key] if name.startswith("b/") else results[key]["rate"] / b_rate
+                         for name, key in (("b/a", "a_ceiling"), ("b/c", "c_naive"), ("e2/e1", "e_two_workers"),
+                                           ("e2/e1 default threads", "e_default_threads"), ("x/b", "x_worker"))
+                         if key in results}
     report = render(results, args, summarize_profile(work / "profile.txt"))
     print(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -366,11 +428,55 @@ def main() -> int:
 
 
 def render(r: dict[str, Any], args: argparse.Namespace, profile_lines: list[str]) -> str:
-    b, d, e, ratios = r["b_worker"], r["d_half_load"], r["e_two_workers"], r["ratios"]
-    e_default = r["e_default_threads"]
-    ok = {"b/a": ratios["b/a"] >= 0.6, "b/c": ratios["b/c"] >= 50, "e2/e1": ratios["e2/e1"] >= 1.3,
-          "p99": d["p99_ms"] <= 150}
+    """The report; runs left out by --phases are left out of it."""
+    b, ratios = r["b_worker"], r["ratios"]
+    d, e, e_default, x = r.get("d_half_load"), r.get("e_two_workers"), r.get("e_default_threads"), r.get("x_worker")
+    targets = {"b/a": (">= 0.6", 0.6), "b/c": (">= 50x", 50.0), "e2/e1": (">= 1.3", 1.3)}
     mark = {True: "met", False: "**not met**"}
+    rows = [f"| (a) in-process ceiling (compiled call, pre-loaded texts) | {r['a_ceiling']:.0f} | | | |"]
+    if x:
+        rows += [f"| (x) (a) with an explanation of every text, {r['x_tokens']} tokens occluded "
+                 f"(`TEXTSTREAM_EXPLAIN_TOKENS`) | {r['x_ceiling']:.0f} | | | |",
+                 f"| (x0) (a) with the n-gram part only (`TEXTSTREAM_EXPLAIN_TOKENS=0`) | {r['x0_ceiling']:.0f} | | | |"]
+    rows.append(f"| (b) one worker, end to end, burst | {b['rate']:.0f} | {b['p50_ms']:.0f} | | {b['p99_ms']:.0f} |")
+    if x:
+        rows.append(f"| (x) one worker with `TEXTSTREAM_EXPLAIN=true`, burst of {x['records']} | {x['rate']:.0f} | "
+                    f"{x['p50_ms']:.0f} | | {x['p99_ms']:.0f} |")
+    if "c_naive" in r:
+        rows.append(f"| (c) naive consumer (`model.predict` per message) | {r['c_naive']:.1f} | | | |")
+    if d:
+        rows.append(f"| (d) one worker at 50 % of (b): {d['rate']:.0f}/s | {d['rate']:.0f} | {d['p50_ms']:.0f} | "
+                    f"{d['p95_ms']:.0f} | {d['p99_ms']:.0f} |")
+    if e and e_default:
+        rows += [f"| (e) two workers, one group, burst, {r['e_threads_per_worker']} TensorFlow threads each "
+                 f"(docs/operations.md's advice) | {e['rate']:.0f} | {e['p50_ms']:.0f} | | {e['p99_ms']:.0f} |",
+                 f"| (e') the same with TensorFlow's default threads in each worker | {e_default['rate']:.0f} | "
+                 f"{e_default['p50_ms']:.0f} | | {e_default['p99_ms']:.0f} |"]
+    ratio_rows = []
+    for name, label in (("b/a", "worker / ceiling"), ("b/c", "worker / naive"), ("e2/e1", "two workers / one"),
+                        ("e2/e1 default threads", "two workers with default threads / one"),
+                        ("x/b", "worker with explanations / without")):
+        if name in ratios:
+            target, floor = targets.get(name, ("", 0.0))
+            shown = f"{ratios[name]:.0f}x" if name == "b/c" else f"{ratios[name]:.2f}"
+            ratio_rows.append(f"| {name} {label} | {shown} | {target} | {mark[ratios[name] >= floor] if target else ''} |")
+    if d:
+        ratio_rows.append(f"| p99 at 50 % load | {d['p99_ms']:.0f} ms | <= 150 ms | {mark[d['p99_ms'] <= 150]} |")
+    cpu_rows = [f"| {k} | {v:.3f} |" for k, v in sorted(r["b_cpu_ms_per_record"].items(), key=lambda kv: -kv[1])]
+    cpu_rows.append(f"| total | {sum(r['b_cpu_ms_per_record'].values()):.3f} |")
+    explained = []
+    if x:
+        explained = [
+            "",
+            f"With explanations, (a) spent {r['x_cpu_ms_per_doc']:.2f} ms of CPU per text, "
+            f"{r['x0_cpu_ms_per_doc']:.2f} with the n-gram part only (without: {r['a_cpu_ms_per_doc']:.2f}); "
+            "during (x), CPU per record:",
+            "",
+            "| process / threads | CPU ms per record |",
+            "| --- | ---: |",
+            *[f"| {k} | {v:.3f} |" for k, v in sorted(x["cpu_ms_per_record"].items(), key=lambda kv: -kv[1])],
+            f"| total | {sum(x['cpu_ms_per_record'].values()):.3f} |",
+        ]
     return "\n".join([
         "# Throughput and latency",
         "",
@@ -379,27 +485,15 @@ def render(r: dict[str, Any], args: argparse.Namespace, profile_lines: list[str]
         "consumer of outputs share the same cores as the workers.",
         f"Texts: {' + '.join(r['corpora'])} (bundled), shuffled. Model: `{r['model']}`. "
         f"Batch size {r['batch_size']}, batch wait {r['batch_max_wait'] * 1000:.0f} ms, 4 input partitions, "
-        f"{r['records']} records per burst.",
+        f"{r['records']} records per burst. Runs: {args.phases}.",
         "",
         "| run | records/s | p50 ms | p95 ms | p99 ms |",
         "| --- | ---: | ---: | ---: | ---: |",
-        f"| (a) in-process ceiling (compiled call, pre-loaded texts) | {r['a_ceiling']:.0f} | | | |",
-        f"| (b) one worker, end to end, burst | {b['rate']:.0f} | {b['p50_ms']:.0f} | | {b['p99_ms']:.0f} |",
-        f"| (c) naive consumer (`model.predict` per message) | {r['c_naive']:.1f} | | | |",
-        f"| (d) one worker at 50 % of (b): {d['rate']:.0f}/s | {d['rate']:.0f} | {d['p50_ms']:.0f} | "
-        f"{d['p95_ms']:.0f} | {d['p99_ms']:.0f} |",
-        f"| (e) two workers, one group, burst, {r['e_threads_per_worker']} TensorFlow threads each (docs/operations.md's advice) | "
-        f"{e['rate']:.0f} | {e['p50_ms']:.0f} | | {e['p99_ms']:.0f} |",
-        f"| (e') the same with TensorFlow's default threads in each worker | {e_default['rate']:.0f} | "
-        f"{e_default['p50_ms']:.0f} | | {e_default['p99_ms']:.0f} |",
+        *rows,
         "",
         "| ratio | value | target | |",
         "| --- | ---: | ---: | --- |",
-        f"| b/a worker / ceiling | {ratios['b/a']:.2f} | >= 0.6 | {mark[ok['b/a']]} |",
-        f"| b/c worker / naive | {ratios['b/c']:.0f}x | >= 50x | {mark[ok['b/c']]} |",
-        f"| e2/e1 two workers / one | {ratios['e2/e1']:.2f} | >= 1.3 | {mark[ok['e2/e1']]} |",
-        f"| e'/e1 two workers with default threads / one | {ratios['e2/e1 default threads']:.2f} | | |",
-        f"| p99 at 50 % load | {d['p99_ms']:.0f} ms | <= 150 ms | {mark[ok['p99']]} |",
+        *ratio_rows,
         "",
         f"During (b) the model was busy {r['b_model_share']:.0%} of the wall time (the worker's "
         f"`textstream_inference_seconds`), mean batch {r['b_mean_batch']:.0f} records. Burst latencies are "
@@ -413,8 +507,8 @@ def render(r: dict[str, Any], args: argparse.Namespace, profile_lines: list[str]
         "",
         "| process / threads | CPU ms per record |",
         "| --- | ---: |",
-        *[f"| {k} | {v:.3f} |" for k, v in sorted(r["b_cpu_ms_per_record"].items(), key=lambda kv: -kv[1])],
-        f"| total | {sum(r['b_cpu_ms_per_record'].values()):.3f} |",
+        *cpu_rows,
+        *explained,
         "",
         "## Profile of the worker's Python threads during (b)",
         "",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -98,6 +99,18 @@ def table_row(s: dict[str, Any]) -> str:
             f"{s['cluster_id']:>7}  {snippet(s['text'], 60)!r}")
 
 
+def explanation_line(why: dict[str, Any] | None) -> str:
+    """An explanation under its table row: the top n-grams with their weights, the occlusion deltas."""
+    if not why:
+        return f"{'':>8}why: (this version cannot be explained)"
+    parts = [f"{x['ngram']} {x['weight']:+.2f}" for x in why.get("linear", [])[:5]]
+    shown = f"n-grams: {', '.join(parts)}" if parts else ""
+    if why.get("lstm_occlusion"):
+        occluded = ", ".join(f"{x['token']} {x['delta']:+.2f}" for x in why["lstm_occlusion"][:3])
+        shown = f"{shown}; LSTM without: {occluded}" if shown else f"LSTM without: {occluded}"
+    return f"{'':>8}why: {shown}"
+
+
 TABLE_HEADER = f"{'line':>6}  {'id':<16} {'label':<14} {'confidence':>10}  {'cluster':>7}  text"
 
 
@@ -116,10 +129,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     counts = {"labelled": 0, "dead-lettered": 0}
     chunk: list[RawRecord] = []
 
+    from worker.explain import explain
+
+    # With TEXTSTREAM_EXPLAIN=true the worker's own pipeline explains already.
+    hook = partial(explain, tokens_tried=settings.explain_tokens) if args.explain and not settings.explain else None
+
     def flush() -> None:
-        for s in score(model, settings, chunk):
+        for s in score(model, settings, chunk, hook):
             counts["dead-lettered" if "error" in s else "labelled"] += 1
             print(orjson.dumps(s).decode() if args.json else table_row(s))
+            if (args.explain or settings.explain) and not args.json and "error" not in s:
+                print(explanation_line(s.get("explanation")))
         chunk.clear()
 
     for record in read_records(args.file, args.key_field):
@@ -147,5 +167,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--model-dir", type=Path, help="model registry (default: TEXTSTREAM_MODEL_DIR or ./models)")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per record (the worker's output record, or source, error and error_detail)")
+    p.add_argument("--explain", action="store_true",
+                   help="add to each labelled record an `explanation`: the n-grams that pushed it to its label with "
+                        "their exact weights, and the tokens whose removal from the LSTM's input lowers its "
+                        "probability most (docs/models.md; TEXTSTREAM_EXPLAIN_TOKENS tokens tried)")
     p.add_argument("--key-field", default="id", help="JSON field whose string value is the record key (default: id)")
     p.set_defaults(func=cmd_predict)

@@ -57,6 +57,7 @@ class Bundle:
     manifest: dict[str, Any] = field(repr=False, default_factory=dict)
     loaded_at: float = 0.0
     text_fields: tuple[str, ...] = textfields.DEFAULT  # the input fields its text is made of (worker/textfields.py)
+    classifier: Any = field(repr=False, default=None)  # the Keras classifier, for explanations (worker/explain.py)
 
 
 def configure_threads(settings: Settings) -> None:
@@ -190,6 +191,7 @@ def load(folder: Path) -> Bundle:
         manifest=manifest,
         loaded_at=time.time(),
         text_fields=text_fields,
+        classifier=classifier,
     )
     calibration = manifest.get("calibration") or {}
     logger.info(

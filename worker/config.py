@@ -76,6 +76,13 @@ class Settings(BaseSettings):
     web_port: int = Field(6066, ge=1, le=65535, description="HTTP port of the worker (Faust web)")
     web_host: str = Field("0.0.0.0", description="interface the HTTP port binds to")
     reload_interval: float = Field(10.0, gt=0, le=3600, description="seconds between registry polls for a new version")
+    explain: bool = Field(False, description="add an `explanation` to each labelled record: the n-grams that pushed "
+                                            "it to its label with their exact weights, and the tokens whose removal "
+                                            "from the LSTM's input lowers its probability most (docs/models.md; "
+                                            "costs CPU, bench/README.md)")
+    explain_tokens: int = Field(8, ge=0, le=64, description="tokens tried per record for the LSTM's part of an "
+                                                            "explanation, each one more LSTM call (0: the n-grams "
+                                                            "only, at a fraction of the cost)")
     novelty_threshold: float = Field(0.3, ge=-1, le=1, description="cluster similarity below this counts as a novel text")
     # Review route (worker/route.py): off by default, so that nothing changes for existing deployments
     # and no review topic is created or required until an operator picks a threshold.

@@ -76,6 +76,24 @@ def classifier_fn(classifier: Any) -> Callable[[Any], Any] | None:
     """(texts, 1) strings → class probabilities, as `classifier` computes them, with the LSTM packed;
     None unless the model is tokens → HeadTail → Embedding → (Bi)LSTM → MaskedMaxPool → Dropout →
     Dense `deep_logits` [+ Dense `wide_logits`] → softmax `scores`."""
+    deep = deep_logits_fn(classifier)
+    if deep is None:
+        return None
+    layers = {x.name: x for x in classifier.layers}
+    wide = keras.Model(classifier.input, layers["wide_logits"].output) if "wide_logits" in layers else None
+
+    def probabilities(column: Any) -> Any:
+        logits = deep(column)
+        if wide is not None:
+            logits = logits + wide(column, training=False)
+        return tf.nn.softmax(logits)
+
+    return probabilities
+
+
+def deep_logits_fn(classifier: Any) -> Callable[[Any], Any] | None:
+    """(texts, 1) strings → the LSTM branch's logits (`deep_logits`, as scaled by the branch mix),
+    with the LSTM packed; None under the same conditions as `classifier_fn`."""
     layers = {x.name: x for x in classifier.layers}
     names = layers.keys()
     if not {"tokens", "head_tail", "embedding", "max_over_time", "deep_logits", "scores"} <= names \
@@ -96,10 +114,9 @@ def classifier_fn(classifier: Any) -> Callable[[Any], Any] | None:
             or layers["scores"].get_config().get("activation") != "softmax"):
         return None
     table = tf.constant(np.asarray(embedding.embeddings))
-    wide = keras.Model(classifier.input, layers["wide_logits"].output) if "wide_logits" in names else None
     forward, *backward = directions
 
-    def probabilities(column: Any) -> Any:
+    def logits(column: Any) -> Any:
         ids = tf.cast(layers["head_tail"](layers["tokens"](column)), tf.int32)
         lengths = tf.math.count_nonzero(ids, axis=1, dtype=tf.int32)  # id 0 is padding, only at the end
         order = tf.argsort(lengths, direction="DESCENDING", stable=True)
@@ -114,9 +131,6 @@ def classifier_fn(classifier: Any) -> Callable[[Any], Any] | None:
         features = tf.concat(pooled, -1)
         features = tf.where(lengths[:, None] > 0, features, 0.0)  # MaskedMaxPool gives 0 for no tokens
         features = tf.scatter_nd(order[:, None], features, tf.shape(features))  # back to input order
-        logits = layers["deep_logits"](features)
-        if wide is not None:
-            logits = logits + wide(column, training=False)
-        return tf.nn.softmax(logits)
+        return layers["deep_logits"](features)
 
-    return probabilities
+    return logits

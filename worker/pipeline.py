@@ -23,6 +23,7 @@ def process(bundle: Bundle, settings: Settings, records: Sequence[RawRecord]) ->
     The texts are built from `bundle`'s text fields: the version that labels the batch decodes it."""
     valid, rejected = decode_records(records, Limits.of(settings), received_at=time.time(),
                                      text_fields=bundle.text_fields)
-    predictions = predict_each(bundle, [msg for _, msg in valid])
+    predictions = predict_each(bundle, [msg for _, msg in valid],
+                               settings.explain_tokens if settings.explain else None)
     labelled = ((rec, msg, pred) for (rec, msg), pred in zip(valid, predictions, strict=True))
     return route(settings, bundle.version, labelled, rejected, processed_at=time.time())

@@ -6,6 +6,7 @@ Synchronous and Kafka-free, so unit tests call it directly and the agent runs it
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,10 +25,21 @@ def assign_clusters(embeddings: np.ndarray, centroids: np.ndarray) -> tuple[np.n
     return ids, sims[np.arange(len(ids)), ids]
 
 
-def predict(bundle: Bundle, messages: Sequence[TextMessage]) -> list[Prediction]:
-    """Label and cluster every message with one model call."""
+def predict(bundle: Bundle, messages: Sequence[TextMessage], explain: int | None = None) -> list[Prediction]:
+    """Label and cluster every message with one model call; with `explain` (tokens to occlude, may
+    be 0), each prediction carries its explanation (worker/explain.py: more model calls)."""
     if not messages:
         return []
+    predictions = _predict(bundle, messages)
+    if explain is None:
+        return predictions
+    from worker.explain import explain as explain_texts
+
+    why = explain_texts(bundle, [m.text for m in messages], explain)
+    return [dataclasses.replace(p, explanation=w) for p, w in zip(predictions, why, strict=True)]
+
+
+def _predict(bundle: Bundle, messages: Sequence[TextMessage]) -> list[Prediction]:
     probs, embeddings = bundle.infer([m.text for m in messages])
     cluster_ids, sims = assign_clusters(embeddings, bundle.centroids)
     best = probs.argmax(axis=1)
@@ -44,26 +56,26 @@ def predict(bundle: Bundle, messages: Sequence[TextMessage]) -> list[Prediction]
     ]
 
 
-def predict_each(bundle: Bundle, messages: list[TextMessage]) -> list[Prediction | Exception]:
+def predict_each(bundle: Bundle, messages: list[TextMessage], explain: int | None = None) -> list[Prediction | Exception]:
     """One model call for the batch; if it fails, one call per message, so that an input the model
     cannot take is dead-lettered instead of failing its batch again after every restart. When a
     probe text fails too, the fault is the model's or the machine's, not an input's: raise."""
     try:
-        return list(predict(bundle, messages))
+        return list(predict(bundle, messages, explain))
     except Exception as exc:
         try:
             bundle.infer([PROBE])
         except Exception:
             raise exc from None
-        return _one_by_one(bundle, messages)
+        return _one_by_one(bundle, messages, explain)
 
 
-def _one_by_one(bundle: Bundle, messages: list[TextMessage]) -> list[Prediction | Exception]:
+def _one_by_one(bundle: Bundle, messages: list[TextMessage], explain: int | None) -> list[Prediction | Exception]:
     """Each message's prediction, or the exception the model raised on it alone."""
     results: list[Prediction | Exception] = []
     for msg in messages:
         try:
-            results.extend(predict(bundle, [msg]))
+            results.extend(predict(bundle, [msg], explain))
         except Exception as alone:
             results.append(alone)
     return results

@@ -110,6 +110,7 @@ class Prediction:
     scores: dict[str, float]
     cluster_id: int
     cluster_similarity: float
+    explanation: dict[str, Any] | None = None  # with TEXTSTREAM_EXPLAIN (worker/explain.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -114,6 +114,8 @@ def encode_result(
         processed_at=processed_at,
         **(mark or {}),
     )
+    if pred.explanation is not None:
+        record["explanation"] = pred.explanation
     return orjson.dumps(record)
 
 

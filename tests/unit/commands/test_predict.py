@@ -105,3 +105,20 @@ def test_predict_with_a_real_version_as_json_and_as_a_table(tiny_registry: Path,
     assert table[1].split()[:3] == ["1", "n0", scored[0]["label"]]
     assert "DEAD-LETTER" in table[-1] and "empty_text" in table[-1]
     assert main(["predict", str(path), "--model-dir", str(reg), "--version", "7"]) == 2
+
+
+def test_predict_explain_gives_each_labelled_record_its_explanation(tiny_registry: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "news.jsonl"
+    path.write_bytes(b"\n".join([orjson.dumps({"id": "n0", "text": NEWS[0]}), b'{"id": "x", "text": ""}']) + b"\n")
+    assert main(["predict", str(path), "--model-dir", str(tiny_registry), "--json", "--explain"]) == 0
+    labelled, dead = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    why = labelled["explanation"]
+    assert why["label"] == labelled["label"] and why["linear"] and "lstm_occlusion" in why
+    assert sum(x["weight"] for x in why["linear"]) + why["linear_rest"] + why["linear_bias"] == \
+        pytest.approx(why["linear_logit"], abs=1e-4)
+    assert "explanation" not in dead and dead["error"] == "empty_text"
+    assert main(["predict", str(path), "--model-dir", str(tiny_registry), "--explain"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[2].split()[:2] == ["why:", "n-grams:"] and why["linear"][0]["ngram"] in table[2]
+    assert "DEAD-LETTER" in table[3]
