@@ -23,7 +23,7 @@ def test_an_explaining_worker_publishes_each_record_with_its_explanation(stack: 
         assert why["label"] == out["label"]
         assert why["linear"] and all(isinstance(x["ngram"], str) for x in why["linear"])
         assert sum(x["weight"] for x in why["linear"]) + why["linear_rest"] + why["linear_bias"] == \
-            pytest.approx(why["linear_logit"], abs=1e-4)
+            pytest.approx(why["linear_logit"], rel=2e-6, abs=1e-4)
     routed = stack.read([stack.label_topic(outputs["n0"]["label"])], 1, settle=1.0)
     assert any("explanation" in orjson.loads(r.value or b"") for r in routed)  # the label topic's copy too
     assert stack.stop_worker(stack.workers[0]) == 0

@@ -116,7 +116,7 @@ def test_predict_explain_gives_each_labelled_record_its_explanation(tiny_registr
     why = labelled["explanation"]
     assert why["label"] == labelled["label"] and why["linear"] and "lstm_occlusion" in why
     assert sum(x["weight"] for x in why["linear"]) + why["linear_rest"] + why["linear_bias"] == \
-        pytest.approx(why["linear_logit"], abs=1e-4)
+        pytest.approx(why["linear_logit"], rel=2e-6, abs=1e-4)
     assert "explanation" not in dead and dead["error"] == "empty_text"
     assert main(["predict", str(path), "--model-dir", str(tiny_registry), "--explain"]) == 0
     table = capsys.readouterr().out.splitlines()
