@@ -64,6 +64,23 @@ class RepeatFilter(logging.Filter):
         return True
 
 
+class TransientFilter(logging.Filter):
+    """aiokafka logs at ERROR a fetch that met a partition without a leader yet, which it retries at
+    once: normal right after a topic is created (every `make demo` showed one) or while a broker
+    restarts. Shown as a WARNING that says so, not as an error a newcomer must investigate."""
+
+    TRANSIENT = ("NotLeaderForPartitionError", "LeaderNotAvailableError")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (record.name.startswith("aiokafka") and record.levelno == logging.ERROR
+                and any(name in record.getMessage() for name in self.TRANSIENT)):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            # The template stays a template (RepeatFilter counts repeats by it).
+            record.msg = (f"{record.msg} (retried: the partition's leader is being elected, e.g. just after "
+                          "the topic was created)")
+        return True
+
+
 class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever sys.stderr is at the time of each record (as logging's own last-resort
     handler does), so a swapped or captured stderr never leaves a handler on a closed stream."""
@@ -89,8 +106,8 @@ def dict_config(level: str = "INFO", fmt: str = "text") -> dict[str, Any]:
             "text": {"format": TEXT_FORMAT},
             "json": {"()": JsonFormatter},
         },
-        "filters": {"repeats": {"()": RepeatFilter}},
-        "handlers": {"stderr": {"()": StderrHandler, "formatter": fmt, "filters": ["repeats"]}},
+        "filters": {"repeats": {"()": RepeatFilter}, "transient": {"()": TransientFilter}},
+        "handlers": {"stderr": {"()": StderrHandler, "formatter": fmt, "filters": ["transient", "repeats"]}},
         "root": {"level": level, "handlers": ["stderr"]},
         # Faust and aiokafka narrate every start-up step at INFO; keep their warnings and errors.
         "loggers": {name: {"level": quiet} for name in _NOISY},
@@ -105,6 +122,7 @@ def setup(level: str = "INFO", fmt: str = "text") -> None:
     config = dict_config(level, fmt)
     handler = StderrHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.addFilter(TransientFilter())
     handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     for old in root.handlers[:]:

@@ -52,3 +52,18 @@ def test_repeated_client_library_errors_are_rate_limited() -> None:
     later = record("aiokafka", "Unable connect to node with id %s: %s", 1, "again")
     assert filt.filter(later)
     assert "999 more like this" in later.getMessage()
+
+
+def test_a_fetch_that_met_a_leader_election_is_a_warning_that_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every `make demo` printed aiokafka's ERROR for a partition of a topic just created."""
+    from worker import logs
+
+    logs.setup("INFO")
+    fetcher = logging.getLogger("aiokafka.consumer.fetcher")
+    fetcher.error("Failed fetch offsets from %s: %s", 1,
+                  "[Error 6] NotLeaderForPartitionError: TopicPartition(topic='texts.dlq', partition=1)")
+    fetcher.error("Unexpected error in fetcher routine: %s", "boom")
+    err = capsys.readouterr().err
+    assert "WARNING aiokafka.consumer.fetcher: Failed fetch offsets from 1: [Error 6] NotLeaderForPartitionError" in err
+    assert "the partition's leader is being elected" in err
+    assert "ERROR   aiokafka.consumer.fetcher: Unexpected error in fetcher routine: boom" in err  # others stay errors
