@@ -69,15 +69,20 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     ledger = args.ledger or replay.ledger_topic(source)
     found = asyncio.run(replay.plan(settings.bootstrap_servers, source, selection(args), ledger=ledger,
                                     security=access))
+    failed: dict[int, str] = {}
     if not args.dry_run:
-        asyncio.run(replay.send(settings.bootstrap_servers, found.send, to=to, ledger=ledger, security=access,
-                                spec=topics.TopicSpec.from_settings(settings)))
+        outcome = asyncio.run(replay.send(settings.bootstrap_servers, found.send, to=to, ledger=ledger,
+                                          security=access, spec=topics.TopicSpec.from_settings(settings)))
+        failed = {id(d): why for d, why in zip(found.send, outcome, strict=True) if why is not None}
     for d, status in statuses(found, args.dry_run):
+        status = f"failed ({failed[id(d)]})" if id(d) in failed else status
         print(as_json(d, status) if args.json else line(d, status))
     verb = "would replay" if args.dry_run else "replayed"
-    print(f"{verb} {len(found.send)} dead letters from {source} to {to}; {len(found.already)} already replayed "
-          f"(ledger {ledger}), {len(found.unreplayable)} without their original", file=sys.stderr)
-    return 0
+    print(f"{verb} {len(found.send) - len(failed)} dead letters from {source} to {to}; "
+          f"{len(found.already)} already replayed (ledger {ledger}), {len(found.unreplayable)} without their "
+          f"original" + (f"; {len(failed)} refused by Kafka (not recorded: a rerun tries them again)" if failed else ""),
+          file=sys.stderr)
+    return 1 if failed else 0
 
 
 def add_parsers(sub: Any) -> None:

@@ -252,7 +252,23 @@ class Settings(BaseSettings):
         if self.ssl_key_password is not None and self.ssl_keyfile is None:
             problems.append(("ssl_keyfile", "required with TEXTSTREAM_SSL_KEY_PASSWORD"))
         if problems:
-            raise SecurityConfigProblems(problems)
+            raise ConfigProblems(problems)
+        return self
+
+    @model_validator(mode="after")
+    def _check_distinct_topics(self) -> Settings:
+        """Two roles on one topic would loop (outputs read back as inputs) or mix record kinds."""
+        roles = ["input_topic", "output_topic", "dlq_topic", "models_topic"] + (["review_topic"] if self.review_on else [])
+        seen: dict[str, str] = {}
+        problems: list[tuple[str, str]] = []
+        for role in roles:
+            topic = getattr(self, role)
+            if topic in seen:
+                problems.append((role, f"is {topic!r}, the topic of {ENV_PREFIX}{seen[topic].upper()} too; "
+                                       "every role needs a topic of its own"))
+            seen.setdefault(topic, role)
+        if problems:
+            raise ConfigProblems(problems)
         return self
 
     def _oauth_problems(self) -> list[tuple[str, str]]:
@@ -387,7 +403,7 @@ def parse_thresholds(text: str) -> dict[str, float]:
     return out
 
 
-class SecurityConfigProblems(ValueError):
+class ConfigProblems(ValueError):
     """Raised inside the model validator: (field, why) pairs that load_settings names one by one."""
 
     def __init__(self, problems: list[tuple[str, str]]) -> None:
@@ -401,7 +417,7 @@ def validation_problems(exc: ValidationError, name_of: Callable[[str], str]) -> 
     problems: list[str] = []
     for err in exc.errors():
         cause = (err.get("ctx") or {}).get("error")
-        if isinstance(cause, SecurityConfigProblems):
+        if isinstance(cause, ConfigProblems):
             problems.extend(f"{name_of(f)}: {why}" for f, why in cause.problems)
             continue
         field = str(err["loc"][0]) if err["loc"] else "?"

@@ -20,7 +20,8 @@ from worker.textfields import FieldProblem
 # Fields the worker writes itself; an input field of the same name is replaced.
 _OWN_FIELDS = frozenset(
     ["id", "text", "label", "confidence", "scores", "cluster_id", "cluster_similarity",
-     "model_version", "source", "received_at", "processed_at", "route", "min_confidence"]
+     "model_version", "source", "received_at", "processed_at", "route", "min_confidence",
+     "explanation"]
 )
 
 

@@ -7,7 +7,7 @@ key, with the original headers plus `replayed_from: <dead-letter topic>:<partiti
 the input topic.
 
 Once: every dead letter replayed is recorded on a ledger topic (`<dead-letter topic>.replayed`, key
-`<partition>:<offset>`), written after Kafka acknowledged the re-sent records; a replay skips the
+`<topic>:<partition>:<offset>:<timestamp ms>`), written after Kafka acknowledged the re-sent records; a replay skips the
 dead letters the ledger names. A ledger rather than a consumer group's committed offsets, because
 replays filter: a group that read past the `invalid_json` dead letters while replaying `model_error`
 ones would never offer them again, and two replays with overlapping filters would send some twice.
@@ -17,13 +17,15 @@ once, as everywhere in textstream); run one replay at a time.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.structs import RecordMetadata
 
 from worker import topics
 from worker.security import PLAINTEXT, ClientSecurity, unreachable
@@ -66,7 +68,10 @@ class DeadLetter:
 
     @property
     def ledger_key(self) -> bytes:
-        return f"{self.partition}:{self.offset}".encode()
+        """topic:partition:offset:timestamp (ms): the topic for a ledger shared by several dead-letter
+        topics (--ledger), the timestamp for a dead-letter topic deleted and created again (its offsets
+        start over at 0, its records' timestamps do not)."""
+        return f"{self.topic}:{self.partition}:{self.offset}:{round(self.timestamp * 1000)}".encode()
 
     def original_headers(self) -> list[tuple[str, bytes]]:
         """The input's own headers: the dead letter's, less the reason headers at their end and the
@@ -178,11 +183,12 @@ async def plan(bootstrap: str, dead_letter_topic: str, selection: Selection, *, 
 
 async def send(bootstrap: str, letters: Sequence[DeadLetter], *, to: str, ledger: str,
                security: ClientSecurity = PLAINTEXT, spec: topics.TopicSpec = topics.DEFAULT_SPEC,
-               partitions: int = 1) -> int:
-    """Re-send each dead letter's original to `to`, then record it on `ledger` (both acknowledged by
-    every in-sync replica); returns how many were sent."""
+               partitions: int = 1) -> list[str | None]:
+    """Re-send each dead letter's original to `to`, then record on `ledger` each one Kafka
+    acknowledged (both with acks=all); returns, per letter, None when sent or why not. One refused
+    record (e.g. still too large for `to`) leaves the others recorded, so a rerun skips them."""
     if not letters:
-        return 0
+        return []
     await topics.ensure_topics(bootstrap, [ledger], partitions, security=security, spec=spec)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
                                 max_request_size=16 * 1024 * 1024, **security.kwargs())
@@ -192,15 +198,21 @@ async def send(bootstrap: str, letters: Sequence[DeadLetter], *, to: str, ledger
         await producer.stop()
         raise await unreachable(bootstrap, security, exc) from None
     try:
-        sent = [await producer.send(to, d.value, key=d.key, headers=d.replay_headers()) for d in letters]
-        results = [await f for f in sent]
+        pending: list[asyncio.Future[RecordMetadata] | BaseException] = []
+        for d in letters:
+            try:
+                pending.append(await producer.send(to, d.value, key=d.key, headers=d.replay_headers()))
+            except KafkaError as exc:  # refused before sending (e.g. larger than max_request_size)
+                pending.append(exc)
+        results = [p if isinstance(p, BaseException) else (await asyncio.gather(p, return_exceptions=True))[0]
+                   for p in pending]
         now = time.time()
         marks = [await producer.send(ledger, orjson.dumps({
             "dead_letter": {"topic": d.topic, "partition": d.partition, "offset": d.offset}, "reason": d.reason,
             "sent_to": {"topic": r.topic, "partition": r.partition, "offset": r.offset}, "replayed_at": now,
-        }), key=d.ledger_key) for d, r in zip(letters, results, strict=True)]
+        }), key=d.ledger_key) for d, r in zip(letters, results, strict=True) if not isinstance(r, BaseException)]
         for f in marks:
             await f
     finally:
         await producer.stop()
-    return len(letters)
+    return [f"{type(r).__name__}: {r}" if isinstance(r, BaseException) else None for r in results]

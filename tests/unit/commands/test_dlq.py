@@ -71,8 +71,11 @@ def test_selection_by_reason_time_partition_and_offsets() -> None:
     assert sent(Selection(since=200.0, until=300.0)) == [b"b"]  # since inclusive, until exclusive
     assert sent(Selection(partition=0, from_offset=1, to_offset=2)) == [b"b", b"c"]
     assert sent(Selection(to_offset=0)) == [b"a", b"d"]  # offsets apply in each partition
-    # The ledger names partition:offset of what was replayed: skipped, and listed as such.
-    plan = Plan.of(letters, Selection(reasons=frozenset({"model_error"})), {b"0:0", b"1:0", b"0:1"})
+    # The ledger names topic:partition:offset:timestamp of what was replayed: skipped, and listed as such.
+    done = {letters[i].ledger_key for i in (0, 1, 3)}
+    assert letters[0].ledger_key == b"texts.dlq:0:0:100000"
+    assert as_dead_letter(rejected(b"a", "model_error"), 0, 0, 500.0).ledger_key not in done  # a DLQ made anew
+    plan = Plan.of(letters, Selection(reasons=frozenset({"model_error"})), done)
     assert [d.value for d in plan.send] == [b"c"] and [d.value for d in plan.already] == [b"a", b"d"]
     assert [s for _, s in statuses(plan, dry_run=True)] == ["already replayed", "would send", "already replayed"]
 
@@ -90,3 +93,47 @@ def test_replay_flags_build_the_selection() -> None:
                                       "--since", "100", "--partition", "3", "--from-offset", "5", "--dry-run"])
     assert selection(args) == Selection(frozenset({"model_error", "too_large"}), 100.0, None, 3, 5, None)
     assert args.dry_run
+
+
+def test_a_record_kafka_refuses_leaves_the_others_on_the_ledger(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One refused re-send (still too large for the input topic, say) must not stop the ledger from
+    recording those Kafka acknowledged: a rerun would send them twice."""
+    import asyncio
+
+    from aiokafka.errors import MessageSizeTooLargeError
+    from aiokafka.structs import RecordMetadata
+
+    from worker import replay, topics
+
+    ledger: list[bytes | None] = []
+
+    class Producer:
+        def __init__(self, **_: object) -> None:
+            self.offset = 0
+
+        async def start(self) -> None: ...
+        async def stop(self) -> None: ...
+
+        async def send(self, topic: str, value: bytes, key: bytes | None = None, headers: object = None) -> asyncio.Future[RecordMetadata]:
+            if topic == "texts.dlq.replayed":
+                ledger.append(key)
+            elif value == b"refused at once":
+                raise MessageSizeTooLargeError("larger than max_request_size")
+            fut: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
+            if value == b"refused by the broker":
+                fut.set_exception(MessageSizeTooLargeError("the broker's max.message.bytes"))
+            else:
+                self.offset += 1
+                fut.set_result(RecordMetadata(topic, 0, None, self.offset, -1, -1, -1))  # type: ignore[arg-type]
+            return fut
+
+    async def no_topics(*_: object, **__: object) -> None: ...
+
+    monkeypatch.setattr(replay, "AIOKafkaProducer", Producer)
+    monkeypatch.setattr(topics, "ensure_topics", no_topics)
+    letters = [as_dead_letter(rejected(v), offset=i)
+               for i, v in enumerate([b"ok 1", b"refused at once", b"refused by the broker", b"ok 2"])]
+    outcome = asyncio.run(replay.send("b:9092", letters, to="texts.raw", ledger="texts.dlq.replayed"))
+    assert [why is None for why in outcome] == [True, False, False, True]
+    assert "MessageSizeTooLargeError" in (outcome[1] or "") and "max.message.bytes" in (outcome[2] or "")
+    assert ledger == [letters[0].ledger_key, letters[3].ledger_key]

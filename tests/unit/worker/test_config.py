@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 from pydantic import ValidationError
 
@@ -116,3 +118,18 @@ def test_the_review_route_is_off_by_default_and_on_with_any_threshold_above_0() 
     assert not load_settings(min_confidence_by_label="spam=0").review_on
     assert load_settings(min_confidence_by_label="spam=0.2").review_on
     assert load_settings(min_confidence=0.2).review_on
+
+
+@pytest.mark.parametrize(("overrides", "named"), [
+    ({"output_topic": "texts.raw"}, "TEXTSTREAM_OUTPUT_TOPIC: is 'texts.raw', the topic of TEXTSTREAM_INPUT_TOPIC"),
+    ({"dlq_topic": "texts.labeled"}, "TEXTSTREAM_DLQ_TOPIC: is 'texts.labeled', the topic of TEXTSTREAM_OUTPUT_TOPIC"),
+    ({"min_confidence": 0.5, "review_topic": "texts.raw"}, "TEXTSTREAM_REVIEW_TOPIC: is 'texts.raw'"),
+])
+def test_two_roles_on_one_topic_fail_at_start_naming_both(overrides: dict[str, object], named: str) -> None:
+    # An unsure record sent back to the input topic would be labelled, unsure, for ever.
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        load_settings(**overrides)
+
+
+def test_the_review_topic_only_counts_when_the_review_route_is_on() -> None:
+    assert load_settings(review_topic="texts.raw").review_topic == "texts.raw"  # unused while off

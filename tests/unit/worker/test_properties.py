@@ -84,7 +84,8 @@ def test_command_config_flag_overrides_the_variable(monkeypatch: pytest.MonkeyPa
     from commands.clients import kafka_settings
 
     for argv in (["send", "--command-config", str(other)], ["tail", "-F", str(other)], ["worker", "-F", str(other)],
-                 ["models", "list", "-F", str(other)]):
+                 ["models", "list", "-F", str(other)], ["dlq", "replay", "-F", str(other)],
+                 ["train", "--data", "x.jsonl", "-F", str(other)]):
         args = build_parser().parse_args(argv)
         assert kafka_settings(args).bootstrap_servers == "other:9092", argv
     assert kafka_settings(build_parser().parse_args(["send"])).bootstrap_servers == "kafka-1:9096,kafka-2:9096"

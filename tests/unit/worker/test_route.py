@@ -74,7 +74,8 @@ def _routed(settings_kw: dict[str, object], preds: list[Prediction]) -> tuple[li
     settings = load_settings(**settings_kw)
     batch = []
     for i, pred in enumerate(preds):
-        rec = RawRecord(orjson.dumps({"id": f"r{i}", "text": "t", "route": "forged"}), f"k{i}".encode(),
+        rec = RawRecord(orjson.dumps({"id": f"r{i}", "text": "t", "route": "forged", "explanation": "forged"}),
+                        f"k{i}".encode(),
                         Source("texts.raw", 0, i))
         msg = decode(rec.value, rec.source, max_bytes=1000, key=rec.key)
         assert isinstance(msg, TextMessage)
@@ -117,6 +118,7 @@ def test_with_the_route_off_records_carry_no_route_fields_and_an_input_s_own_are
     outputs, reviewed = _routed({}, [pred("sport", 0.01)])
     assert [t for t, _ in outputs] == ["texts.labeled", "texts.label.sport"]
     assert "route" not in outputs[0][1] and "min_confidence" not in outputs[0][1] and reviewed == []
+    assert "explanation" not in outputs[0][1]  # nor an explanation the worker did not make
 
 
 def test_the_review_topic_is_an_output_topic_only_when_the_route_is_on() -> None:
