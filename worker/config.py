@@ -8,6 +8,7 @@ the variable, instead of failing an hour later inside a batch.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -432,8 +433,24 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = validation_problems(exc, lambda field: f"{ENV_PREFIX}{field.upper()}")
+        from_file = _from_properties_file(overrides)
+        problems = validation_problems(exc, lambda field: f"{ENV_PREFIX}{field.upper()}" + from_file.get(field, ""))
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
+
+
+def _from_properties_file(overrides: dict[str, object]) -> dict[str, str]:
+    """{field: " (from FILE, via SETTING)"} for the fields only the properties file set: an error about
+    one must send the user to the file, not to a variable they never set."""
+    path = overrides.get("kafka_config_file") or os.environ.get(f"{ENV_PREFIX}KAFKA_CONFIG_FILE")
+    if not path:
+        return {}
+    via = "--command-config" if overrides.get("kafka_config_file") else f"{ENV_PREFIX}KAFKA_CONFIG_FILE"
+    try:
+        fields = properties.read(Path(str(path)), via)
+    except ConfigError:
+        return {}
+    return {f: f" (from {path}, via {via})" for f in fields
+            if f not in overrides and f"{ENV_PREFIX}{f.upper()}" not in os.environ}
 
 
 def describe() -> list[tuple[str, str, str]]:

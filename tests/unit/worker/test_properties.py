@@ -164,5 +164,13 @@ def test_unreadable_file_and_bad_values_are_named(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(ConfigError, match=r"missing.properties \(--command-config\)"):
         load_settings(kafka_config_file=tmp_path / "missing.properties")
     monkeypatch.setenv("TEXTSTREAM_KAFKA_CONFIG_FILE", str(write(tmp_path, "security.protocol=KERBEROS\n")))
-    with pytest.raises(ConfigError, match="TEXTSTREAM_SECURITY_PROTOCOL='KERBEROS'"):
+    # The value came from the file: the error sends the user there, not to a variable never set.
+    with pytest.raises(ConfigError, match=r"TEXTSTREAM_SECURITY_PROTOCOL \(from .*\.properties, via "
+                                          r"TEXTSTREAM_KAFKA_CONFIG_FILE\)='KERBEROS'"):
+        load_settings()
+    bad_broker = write(tmp_path, "bootstrap.servers=broker1\n")
+    with pytest.raises(ConfigError, match=r"TEXTSTREAM_BROKER \(from .*, via --command-config\)='broker1'"):
+        load_settings(kafka_config_file=bad_broker)
+    monkeypatch.setenv("TEXTSTREAM_SECURITY_PROTOCOL", "KERBEROS")  # set by the variable: no file named
+    with pytest.raises(ConfigError, match=r"TEXTSTREAM_SECURITY_PROTOCOL='KERBEROS'"):
         load_settings()
