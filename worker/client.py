@@ -12,9 +12,8 @@ from typing import IO, Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaConnectionError
 
-from worker.security import PLAINTEXT, BrokerUnavailable, ClientSecurity, unreachable
+from worker.security import PLAINTEXT, BrokerUnavailable, ClientSecurity, start_client
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +37,7 @@ async def send_values(
     """Produce each value as one record (bytes unchanged); wait until Kafka acknowledged all."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
                                 max_request_size=max_request_size, **security.kwargs())
-    try:
-        await producer.start()
-    except KafkaConnectionError as exc:
-        await producer.stop()
-        raise await unreachable(bootstrap, security, exc) from None
+    await start_client(producer, bootstrap, security)
     count = 0
     try:
         pending = []
@@ -92,11 +87,7 @@ async def follow(
         bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest", **security.kwargs(),
     )
-    try:
-        await consumer.start()
-    except KafkaConnectionError as exc:
-        await consumer.stop()
-        raise await unreachable(bootstrap, security, exc) from None
+    await start_client(consumer, bootstrap, security)
     try:
         await consumer._client.force_metadata_update()  # aiokafka has no public refresh
         existing = {t for t in topics if consumer.partitions_for_topic(t)}

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 
 from worker import topics
-from worker.security import PLAINTEXT, ClientSecurity, unreachable
+from worker.security import PLAINTEXT, ClientSecurity, start_client
 
 REASON_HEADERS = ("error", "error_detail", "source_topic", "source_partition", "source_offset")
 DROPPED = "original_dropped"
@@ -136,11 +136,7 @@ async def read_topic(bootstrap: str, topic: str, security: ClientSecurity = PLAI
     up to their end when the read began; [] for a topic that does not exist."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                 auto_offset_reset="earliest", **security.kwargs())
-    try:
-        await consumer.start()
-    except KafkaConnectionError as exc:
-        await consumer.stop()
-        raise await unreachable(bootstrap, security, exc) from None
+    await start_client(consumer, bootstrap, security)
     records: list[ConsumerRecord[bytes, bytes]] = []
     try:
         await consumer._client.force_metadata_update()  # aiokafka has no public refresh
@@ -192,11 +188,7 @@ async def send(bootstrap: str, letters: Sequence[DeadLetter], *, to: str, ledger
     await topics.ensure_topics(bootstrap, [ledger], partitions, security=security, spec=spec)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
                                 max_request_size=16 * 1024 * 1024, **security.kwargs())
-    try:
-        await producer.start()
-    except KafkaConnectionError as exc:
-        await producer.stop()
-        raise await unreachable(bootstrap, security, exc) from None
+    await start_client(producer, bootstrap, security)
     try:
         pending: list[asyncio.Future[RecordMetadata] | BaseException] = []
         for d in letters:

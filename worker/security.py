@@ -17,11 +17,12 @@ import logging
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
     IllegalSaslStateError,
+    KafkaConnectionError,
     KafkaError,
     SaslAuthenticationFailed,
     UnsupportedSaslMechanismError,
@@ -223,6 +224,21 @@ _CLOSED_HINTS: dict[str, str] = {
     "SASL_SSL": "does the listener require a client certificate (TEXTSTREAM_SSL_CERTFILE/TEXTSTREAM_SSL_KEYFILE), "
                 "and is it a SASL_SSL listener (TEXTSTREAM_SECURITY_PROTOCOL)?",
 }
+
+
+class _Client(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+async def start_client(client: _Client, bootstrap: str, security: ClientSecurity) -> None:
+    """Start an aiokafka producer or consumer; when it cannot connect, stop it and raise the
+    explained error of `unreachable`."""
+    try:
+        await client.start()
+    except KafkaConnectionError as exc:
+        await client.stop()
+        raise await unreachable(bootstrap, security, exc) from None
 
 
 async def unreachable(bootstrap: str, security: ClientSecurity, exc: BaseException) -> TextstreamError:
