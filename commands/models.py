@@ -75,7 +75,7 @@ def show_text(root: Path, e: dict[str, Any]) -> str:
     ]
     weights = ev.get("branch_weights") or {}
     if weights:
-        lines.append(f"classifier: LSTM weight {weights.get('lstm_weight')}, n-gram weight {weights.get('ngram_weight')}")
+        lines.append(f"classifier: {registry.describe_mix(weights)}")
     per_class = (ev.get("classification") or {}).get("per_class") or {}
     if per_class:
         width = max(len(k) for k in per_class)

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from commands import clients, models
 from training import config
 from training.config import ClassifierConfig, ClustererConfig, TrainConfig
-from worker import logs
+from worker import logs, registry
 from worker.errors import TextstreamError
 
 EXIT_GATE_REFUSED = 3
@@ -81,8 +81,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = train([Path(p) for p in args.data], args.model_dir, train_config(args),
                        eval_paths=[Path(p) for p in args.eval_data] if args.eval_data else None)
     m, weights = result.metrics, result.details.get("branch_weights") or {}
-    mix = (f" (LSTM weight {weights['lstm_weight']}, n-gram weight {weights['ngram_weight']})"
-           if "lstm_weight" in weights else "")
+    mix = f" ({registry.describe_mix(weights)})" if "lstm_weight" in weights else ""
     say(f"classifier: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}{mix}")
     say(f"clusters:   NMI {m['nmi']:.4f}  ARI {m['ari']:.4f}  purity {m['purity']:.4f}  silhouette {m['silhouette']:.4f}")
     say(result.decision.describe())

@@ -65,8 +65,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         ",".join(created) or "none",
     )
     # Faust, not TensorFlow: the web pages answer and the topics exist before the model loads.
-    from worker import app
+    from worker import allocator, app
     from worker.reload import Serving
+
+    allocator.return_large_blocks()
 
     app.run(settings, Serving(settings.model_dir))
     return 0

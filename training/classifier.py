@@ -2,8 +2,10 @@
 
 Deep branch (the seed design): token ids → head+tail cut → Embedding → (Bi)LSTM → max over time.
 Wide branch (optional): a linear SVM over sublinear TF-IDF of word 1–2-grams (character 1–3-grams,
-punctuation included, for CJK text). Their weighted logits are added before the softmax, which is a
-softmax over the concatenation of both; the weights are chosen on validation texts.
+punctuation included, for CJK text). The classifier is softmax(a · max(LSTM log-probabilities, -L)
++ b · SVM margins): the weights a, b and the bound L are chosen on validation texts. L bounds what
+the LSTM can change, so that the worker runs it only for texts whose label it can change
+(worker/lstm_skip.py); the smallest L that costs no validation accuracy is taken.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import tensorflow as tf
 
 from training import calibration, features
 from training.config import ClassifierConfig, ClassWeight
-from worker.layers import HeadTail, MaskedMaxPool
+from worker.layers import BoundedLogProbs, HeadTail, MaskedMaxPool
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +64,13 @@ def class_weights(y: np.ndarray, n_labels: int, mode: ClassWeight) -> dict[int, 
 class Branches:
     """The classifier and the two single-branch models that share its layers (for training them apart)."""
 
-    classifier: Any  # strings → softmax(deep logits + wide margins)
+    classifier: Any  # strings → softmax(bounded deep log-probabilities + wide margins)
     deep: Any  # strings → softmax(deep logits)
     wide: Any | None  # strings → SVM margins per class; None without a wide branch
-    deep_head: Any  # the Dense layers producing each branch's logits, rescaled by `apply_mix`
-    wide_head: Any | None
+    deep_head: Any  # the Dense layer of the LSTM's logits (rescaled by `apply_mix` without a wide branch)
+    wide_head: Any | None  # the SVM's Dense layer, rescaled by `apply_mix`
     wide_features: tuple[Any, Any] | None = None  # (counting vectoriser, TF-IDF layer) of the wide branch
+    deep_bound: Any | None = None  # the BoundedLogProbs layer `apply_mix` sets (with a wide branch)
 
 
 def build(train_texts: Sequence[str], n_labels: int, cfg: ClassifierConfig) -> Branches:
@@ -94,11 +97,12 @@ def build(train_texts: Sequence[str], n_labels: int, cfg: ClassifierConfig) -> B
     wide_head = keras.layers.Dense(n_labels, name="wide_logits")  # weights come from `fit_svm`
     wide_logits = wide_head(tfidf(counts(text)))
     wide = keras.Model(text, wide_logits, name="wide")
-    logits = keras.layers.Add(name="logits")([deep_logits, wide_logits])
+    deep_bound = BoundedLogProbs(name="deep_bounded")
+    logits = keras.layers.Add(name="logits")([deep_bound(deep_logits), wide_logits])
     classifier = keras.Model(text, keras.layers.Activation("softmax", name="scores")(logits), name="classifier")
     logger.info("classifier: LSTM vocabulary %d, n-gram branch %d %s 1–%d-grams", len(vocab.terms), len(wide_vocab.terms),
                 "character" if characters else "word", ngrams)
-    return Branches(classifier, deep, wide, deep_head, wide_head, (counts, tfidf))
+    return Branches(classifier, deep, wide, deep_head, wide_head, (counts, tfidf), deep_bound)
 
 
 def fit_svm(branches: Branches, texts: Sequence[str], y: np.ndarray, n_labels: int, c: float) -> None:
@@ -153,25 +157,42 @@ def predict(model: Any, texts: Sequence[str]) -> np.ndarray:
                            for i in range(0, len(texts), 256)])
 
 
-def _mix(deep: np.ndarray, wide: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
-    """Branch weights (a, b) for softmax(a·deep + b·wide): most validation texts right, then lowest log-loss.
+NO_BOUND = 1e9  # a bound no log-probability reaches
+BOUNDS = (1.0, 2.0, 4.0, 8.0, 16.0)  # tried for L, smallest first
+# A bound may cost this much validation log-loss (relative, plus absolute), never accuracy.
+BOUND_LOSS_TOLERANCE = (0.02, 0.001)
+
+
+def _score(z: np.ndarray, y: np.ndarray) -> tuple[int, float]:
+    """(texts right, mean log-loss) of logits `z`."""
+    z = z - z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return int((logp.argmax(axis=1) == y).sum()), float(-logp[np.arange(len(y)), y].mean())
+
+
+def _mix(deep: np.ndarray, wide: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
+    """Branch weights (a, b) for softmax(a·deep + b·wide): most validation texts right, then lowest
+    log-loss; then the smallest bound L for softmax(a·max(deep, -L) + b·wide) that gets as many texts
+    right with at most BOUND_LOSS_TOLERANCE more log-loss (NO_BOUND if none does).
 
     `deep` are the LSTM's log-probabilities, `wide` the SVM's margins (about ±1, hence larger weights).
-    Returns (a, b, validation accuracy).
+    Returns (a, b, L, validation accuracy).
     """
     best: tuple[int, float, float, float] = (-1, np.inf, 1.0, 1.0)
     for a in (0.0, 0.25, 0.5, 0.75, 1.0):
         for b in (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0):
             if a == b == 0.0:
                 continue
-            z = a * deep + b * wide
-            z = z - z.max(axis=1, keepdims=True)
-            logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-            correct = int((logp.argmax(axis=1) == y).sum())
-            loss = float(-logp[np.arange(len(y)), y].mean())
+            correct, loss = _score(a * deep + b * wide, y)
             if correct > best[0] or (correct == best[0] and loss < best[1] - 1e-9):
                 best = (correct, loss, a, b)
-    return best[2], best[3], best[0] / max(len(y), 1)
+    correct, loss, a, b = best
+    relative, absolute = BOUND_LOSS_TOLERANCE
+    for bound in BOUNDS:
+        c, lo = _score(a * np.maximum(deep, -bound) + b * wide, y)
+        if c >= correct and lo <= loss * (1 + relative) + absolute:
+            return a, b, bound, c / max(len(y), 1)
+    return a, b, NO_BOUND, correct / max(len(y), 1)
 
 
 def _scale(head: Any, factor: float) -> None:
@@ -203,11 +224,12 @@ def fit(branches: Branches, texts: Sequence[str], y: np.ndarray, val_texts: Sequ
                         "val_accuracy": float(np.mean(wide_val.argmax(axis=1) == val_y))}]
     logger.info("classifier[ngrams] linear SVM accuracy=%.4f val_accuracy=%.4f elapsed=%.0fs",
                 history["wide"][0]["accuracy"], history["wide"][0]["val_accuracy"], time.perf_counter() - started)
-    a, b, accuracy = _mix(deep_logp, wide_val, val_y)
-    logger.info("classifier branch weights on validation: lstm=%.2f ngrams=%.2f (val_accuracy=%.4f)", a, b, accuracy)
-    history["mix"] = [{"lstm_weight": a, "ngram_weight": b, "val_accuracy": accuracy}]
+    a, b, bound, accuracy = _mix(deep_logp, wide_val, val_y)
+    logger.info("classifier branch weights on validation: lstm=%.2f ngrams=%.2f, LSTM log-probabilities bounded "
+                "at -%s (val_accuracy=%.4f)", a, b, "none" if bound == NO_BOUND else f"{bound:g}", accuracy)
+    history["mix"] = [{"lstm_weight": a, "ngram_weight": b, "lstm_bound": bound, "val_accuracy": accuracy}]
     # Calibrated on the mix's validation logits, before the SVM below sees the validation texts.
-    history["calibration"] = [_calibrate(a * deep_logp + b * wide_val, val_y)]
+    history["calibration"] = [_calibrate(a * np.maximum(deep_logp, -bound) + b * wide_val, val_y)]
     # The SVM needs no early stopping, so once the weights are chosen it is refitted on every
     # training text (20 Newsgroups: 0.929 vs 0.924 fitted without the validation tenth).
     fit_svm(branches, [*texts, *val_texts], np.concatenate([y, val_y]), n_labels, cfg.wide_c)
@@ -230,8 +252,9 @@ def temperature(history: dict[str, list[dict[str, float]]]) -> float:
 
 
 def apply_mix(branches: Branches, history: dict[str, list[dict[str, float]]]) -> None:
-    """Scale each branch's logits by its weight and divide both by the fitted temperature, so that
-    `branches.classifier` computes the calibrated mix (the saved model serves calibrated scores).
+    """Scale each branch's logits by its weight (the LSTM's through its bound layer) and divide both by
+    the fitted temperature, so that `branches.classifier` computes the calibrated mix (the saved model
+    serves calibrated scores).
 
     After this the single-branch models no longer predict on their own (a weight may be 0).
     """
@@ -240,5 +263,6 @@ def apply_mix(branches: Branches, history: dict[str, list[dict[str, float]]]) ->
         _scale(branches.deep_head, 1.0 / t)
         return
     mix = history["mix"][0]
-    _scale(branches.deep_head, mix["lstm_weight"] / t)
+    assert branches.deep_bound is not None
+    branches.deep_bound.set_bound(mix["lstm_weight"] / t, mix.get("lstm_bound", NO_BOUND))
     _scale(branches.wide_head, mix["ngram_weight"] / t)

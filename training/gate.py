@@ -63,7 +63,7 @@ def current_macro_f1(model_dir: Path, texts: Sequence[str], y_true: np.ndarray,
         return None
     predicted = []
     for start in range(0, len(texts), 256):
-        probs, _ = served.infer(list(texts[start:start + 256]))
+        probs = served.infer(list(texts[start:start + 256])).probs  # labels as served
         predicted += [served.labels[i] for i in probs.argmax(axis=1)]
     truth = [labels[i] for i in y_true]
     f1 = f1_score(truth, predicted, labels=list(labels), average="macro", zero_division=0)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from training import calibration as cal
+from worker import registry
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +207,7 @@ def markdown(r: ReportInput) -> str:
     if "ngrams" in acc and "lstm_weight" in w:
         branch_line = (f"Each branch alone on this split: LSTM {acc['lstm']:.4f}, n-grams {acc['ngrams']:.4f}. "
                        f"Their weights in the served model (chosen on the validation texts): "
-                       f"LSTM {w['lstm_weight']}, n-grams {w['ngram_weight']}.\n")
+                       f"{registry.describe_mix(w)}.\n")
     settings = "\n".join(f"- `{k}`: {v}" for k, v in r.settings.items())
     corner = "true \\ predicted"
     return f"""# Model version report

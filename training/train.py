@@ -47,11 +47,12 @@ def _split(texts: list[str], y: np.ndarray, size: float | int, seed: int) -> tup
 
 
 def _infer(classifier_model: Any, encoder: Any, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The worker's compiled call, in chunks: what is evaluated is what will be served."""
+    """The worker's compiled call, in chunks: what is evaluated is what will be served (the LSTM on every
+    text, so that the report's confidences are the model's, not worker/lstm_skip.py's bounds)."""
     infer = compile_infer(classifier_model, encoder)
     probs, emb = [], []
     for start in range(0, len(texts), 256):
-        p, e = infer(list(texts[start:start + 256]))
+        p, e, _ = infer(list(texts[start:start + 256]), every_text=True)
         probs.append(p)
         emb.append(e)
     return np.concatenate(probs), np.concatenate(emb)

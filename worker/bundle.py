@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -43,7 +43,16 @@ CHUNK_CHARS = 4_000_000
 
 _runtime_prepared = threading.Event()
 
-InferFn = Callable[[Sequence[str]], tuple[np.ndarray, np.ndarray]]
+class Inference(NamedTuple):
+    """What one model call returns for n texts."""
+
+    probs: np.ndarray  # (n, labels) class probabilities (a lower bound's where the LSTM did not run, worker/lstm_skip.py)
+    embeddings: np.ndarray  # (n, embedding_dim)
+    lstm_ran: np.ndarray  # (n,) bool: whether the LSTM branch ran for the text
+
+
+# texts, review floor per label (None: 0), every_text (TEXTSTREAM_LSTM=always) -> Inference
+InferFn = Callable[..., Inference]
 
 
 @dataclass(frozen=True)
@@ -120,25 +129,41 @@ def length_chunks(texts: Sequence[str], size: int, max_chars: int = CHUNK_CHARS)
 
 def compile_infer(classifier: Any, encoder: Any, chunk: int = CHUNK, packed: bool = True) -> InferFn:
     """Wrap both models in one graph with a fixed signature: strings in, (probs, embeddings) out.
-    With `packed`, the classifier's LSTM runs over packed sequences where the model allows it."""
+    With `packed`, the classifier's LSTM runs over packed sequences where the model allows it, and
+    only for the texts whose label or route it can change (worker/lstm_skip.py)."""
     import tensorflow as tf
 
-    from worker import layers, packed_lstm  # noqa: F401  (layers: the custom layers the models use)
+    from worker import layers, lstm_skip, packed_lstm  # noqa: F401  (layers: the custom layers the models use)
 
-    probabilities = (packed and packed_lstm.classifier_fn(classifier)) or (lambda c: classifier(c, training=False))
+    n_labels = classifier.output_shape[-1]
+    deep = packed_lstm.deep_logits_fn(classifier) if packed else None
+    gated = lstm_skip.gated_fn(classifier, deep) if deep else None
+    if gated is None:  # no bound for this model (or not packed): the LSTM runs for every text
+        probabilities = (packed and packed_lstm.classifier_fn(classifier)) or (lambda c: classifier(c, training=False))
 
-    @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string)])  # type: ignore[untyped-decorator]
-    def graph(texts: Any) -> tuple[Any, Any]:
+        def every(column: Any, floor: Any, every_text: Any) -> tuple[Any, Any]:
+            return probabilities(column), tf.fill(tf.shape(column)[:1], True)
+
+        gated = every
+
+    @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string),  # type: ignore[untyped-decorator]
+                                  tf.TensorSpec(shape=[n_labels], dtype=tf.float32),
+                                  tf.TensorSpec(shape=[], dtype=tf.bool)])
+    def graph(texts: Any, floor: Any, every_text: Any) -> tuple[Any, Any, Any]:
         column = tf.expand_dims(texts, -1)  # the models take (batch, 1) strings
-        return probabilities(column), encoder(column, training=False)
+        probs, ran = gated(column, floor, every_text)
+        return probs, encoder(column, training=False), ran
 
-    def infer(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        probs = np.empty((len(texts), classifier.output_shape[-1]), dtype=np.float32)
-        embeddings = np.empty((len(texts), encoder.output_shape[-1]), dtype=np.float32)
+    def infer(texts: Sequence[str], floor: np.ndarray | None = None, every_text: bool = False) -> Inference:
+        """`floor`: per label, the confidence under which a record goes to review (0: none)."""
+        floors = tf.constant(np.zeros(n_labels) if floor is None else floor, dtype=tf.float32)
+        out = Inference(np.empty((len(texts), n_labels), dtype=np.float32),
+                        np.empty((len(texts), encoder.output_shape[-1]), dtype=np.float32),
+                        np.empty(len(texts), dtype=bool))
         for idx in length_chunks(texts, chunk):
-            p, e = graph(tf.constant([texts[i] for i in idx], dtype=tf.string))
-            probs[idx], embeddings[idx] = p.numpy(), e.numpy()
-        return probs, embeddings
+            p, e, r = graph(tf.constant([texts[i] for i in idx], dtype=tf.string), floors, tf.constant(every_text))
+            out.probs[idx], out.embeddings[idx], out.lstm_ran[idx] = p.numpy(), e.numpy(), r.numpy()
+        return out
 
     return infer
 
@@ -179,7 +204,7 @@ def load(folder: Path) -> Bundle:
 
     infer = compile_infer(classifier, encoder)
     # Trace the graph and touch every kernel before the first real batch, so a swap adds no latency.
-    probs, emb = infer([" ".join(["warm-up"] * n) for n in (1, 10, 100, 1000)])
+    probs, emb, _ = infer([" ".join(["warm-up"] * n) for n in (1, 10, 100, 1000)], every_text=True)
     if probs.shape != (4, len(labels)) or emb.shape != (4, dim) or not np.all(np.isfinite(probs)):
         raise BundleError(f"{folder}: warm-up produced shapes {probs.shape}/{emb.shape} or non-finite scores")
     unit = centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)

@@ -27,6 +27,7 @@ _BROKER_RE = re.compile(r"^(kafka://)?[^\s:/;]+:\d{1,5}$")
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LogFormat = Literal["text", "json"]
+LstmMode = Literal["needed", "always"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN", "OAUTHBEARER"]
 SECRET_FIELDS = frozenset({"sasl_password", "ssl_key_password", "kafka_oauth_client_secret"})
@@ -84,6 +85,9 @@ class Settings(BaseSettings):
     explain_tokens: int = Field(8, ge=0, le=64, description="tokens tried per record for the LSTM's part of an "
                                                             "explanation, each one more LSTM call (0: the n-grams "
                                                             "only, at a fraction of the cost)")
+    lstm: LstmMode = Field("needed", description="needed: run the classifier's LSTM branch only for texts whose "
+                                                 "label or route it can change (worker/lstm_skip.py; the others "
+                                                 "get a lower bound of their confidence); always: for every text")
     novelty_threshold: float = Field(0.3, ge=-1, le=1, description="cluster similarity below this counts as a novel text")
     # Review route (worker/route.py): off by default, so that nothing changes for existing deployments
     # and no review topic is created or required until an operator picks a threshold.

@@ -1,7 +1,7 @@
 """Per-record explanations: which n-grams and tokens pushed a text to its label (TEXTSTREAM_EXPLAIN).
 
 The classifier's logits are the sum of two branches (training/classifier.py), each already scaled
-by its mix weight: the LSTM's (`deep_logits`) and a linear SVM's over sublinear TF-IDF n-grams
+by its mix weight: the LSTM's (`deep_logits`, bounded by `deep_bounded`) and a linear SVM's over sublinear TF-IDF n-grams
 (`wide_logits`). For the winning label:
 
 - linear: exact. The n-gram branch's logit is bias + Σ tfidf(ngram) · weight(ngram, label) over
@@ -168,8 +168,9 @@ def build(classifier: Any, labels: Sequence[str]) -> Explainer | None:
         split = tf.strings.split(standardize(tf.constant(list(texts), dtype=tf.string))).to_list()
         return [[t.decode("utf-8", errors="replace") for t in row] for row in split]
 
-    head = [np.asarray(w) for w in classifier.get_layer("deep_logits").get_weights()]
-    return Explainer(tuple(labels), linear, deep, tokens, any(bool(np.any(w)) for w in head))
+    # the LSTM's weight lives in its bound layer's scale, or (older versions) in its head
+    weighted = classifier.get_layer("deep_bounded" if "deep_bounded" in names else "deep_logits")
+    return Explainer(tuple(labels), linear, deep, tokens, any(bool(np.any(np.asarray(w))) for w in weighted.get_weights()))
 
 
 def explainer(bundle: Bundle) -> Explainer | None:

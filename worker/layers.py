@@ -96,6 +96,34 @@ class MaskedMaxPool(keras.layers.Layer):  # type: ignore[misc]
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
+class BoundedLogProbs(keras.layers.Layer):  # type: ignore[misc]
+    """scale · max(log_softmax(logits), -bound): the LSTM branch's part of the classifier's logits.
+
+    Each class gets between -scale·bound and 0 from it, so it can move the difference between two
+    labels' logits by at most scale·bound: a text whose n-gram margin is larger keeps its n-gram
+    label whatever the LSTM says, and the worker does not run the LSTM for it (worker/lstm_skip.py).
+    `scale` (branch weight / temperature) and `bound` are chosen after training on validation texts
+    (training/classifier.py) and travel as weights, like the TF-IDF layer's idf.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.scale = self.add_weight(shape=(), initializer="ones", trainable=False, name="scale")
+        self.bound = self.add_weight(shape=(), initializer=keras.initializers.Constant(1e9), trainable=False,
+                                     name="bound")
+
+    def set_bound(self, scale: float, bound: float) -> None:
+        self.scale.assign(scale)
+        self.bound.assign(bound)
+
+    def call(self, logits: Any) -> Any:
+        return self.scale * tf.maximum(tf.nn.log_softmax(logits), -self.bound)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class SublinearTfidf(keras.layers.Layer):  # type: ignore[misc]
     """Term counts → (1 + log tf) · idf, unit length per row; sparse in, sparse out.
 

@@ -51,6 +51,14 @@ REVIEWED = Counter(
     "by predicted label.",
     ["label"],
 )
+LSTM_TEXTS = Counter(
+    "textstream_lstm_texts_total",
+    "Labelled records by whether the classifier's LSTM branch ran for them (false: the n-gram branch decided the "
+    "label and route alone, worker/lstm_skip.py).",
+    ["ran"],
+)
+for _ran in ("true", "false"):
+    LSTM_TEXTS.labels(_ran)
 CLUSTERS = Counter("textstream_cluster_assignments_total", "Labelled records by assigned cluster.", ["cluster"])
 NOVEL = Counter(
     "textstream_novel_texts_total",
@@ -77,6 +85,11 @@ def observe_batch(predictions: Sequence[Prediction], rejected: Sequence[Rejected
         PREDICTIONS.labels(label).inc(n)
     for label, n in collections.Counter(reviewed).items():
         REVIEWED.labels(label).inc(n)
+    ran = sum(p.lstm_ran for p in predictions)
+    if ran:
+        LSTM_TEXTS.labels("true").inc(ran)
+    if len(predictions) - ran:
+        LSTM_TEXTS.labels("false").inc(len(predictions) - ran)
     for cluster, n in collections.Counter(p.cluster_id for p in predictions).items():
         CLUSTERS.labels(str(cluster)).inc(n)
     novel = sum(1 for p in predictions if p.cluster_similarity < novelty_threshold)

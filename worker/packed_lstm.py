@@ -92,8 +92,9 @@ def classifier_fn(classifier: Any) -> Callable[[Any], Any] | None:
 
 
 def deep_logits_fn(classifier: Any) -> Callable[[Any], Any] | None:
-    """(texts, 1) strings → the LSTM branch's logits (`deep_logits`, as scaled by the branch mix),
-    with the LSTM packed; None under the same conditions as `classifier_fn`."""
+    """(texts, 1) strings → the LSTM branch's part of the classifier's logits (`deep_logits`, through
+    `deep_bounded` where the model has it), with the LSTM packed; None under the same conditions as
+    `classifier_fn`."""
     layers = {x.name: x for x in classifier.layers}
     names = layers.keys()
     if not {"tokens", "head_tail", "embedding", "max_over_time", "deep_logits", "scores"} <= names \
@@ -115,6 +116,7 @@ def deep_logits_fn(classifier: Any) -> Callable[[Any], Any] | None:
         return None
     table = tf.constant(np.asarray(embedding.embeddings))
     forward, *backward = directions
+    bounded = layers.get("deep_bounded", lambda x: x)
 
     def logits(column: Any) -> Any:
         ids = tf.cast(layers["head_tail"](layers["tokens"](column)), tf.int32)
@@ -131,6 +133,6 @@ def deep_logits_fn(classifier: Any) -> Callable[[Any], Any] | None:
         features = tf.concat(pooled, -1)
         features = tf.where(lengths[:, None] > 0, features, 0.0)  # MaskedMaxPool gives 0 for no tokens
         features = tf.scatter_nd(order[:, None], features, tf.shape(features))  # back to input order
-        return layers["deep_logits"](features)
+        return bounded(layers["deep_logits"](features))
 
     return logits

@@ -15,7 +15,7 @@ from worker.decode import decode_records
 from worker.limits import Limits
 from worker.predict import predict_each
 from worker.records import BatchResult, RawRecord
-from worker.route import route
+from worker.route import review_floor, route
 
 
 def process(bundle: Bundle, settings: Settings, records: Sequence[RawRecord]) -> BatchResult:
@@ -24,6 +24,7 @@ def process(bundle: Bundle, settings: Settings, records: Sequence[RawRecord]) ->
     valid, rejected = decode_records(records, Limits.of(settings), received_at=time.time(),
                                      text_fields=bundle.text_fields)
     predictions = predict_each(bundle, [msg for _, msg in valid],
-                               settings.explain_tokens if settings.explain else None)
+                               settings.explain_tokens if settings.explain else None,
+                               floor=review_floor(settings, bundle.labels), every_text=settings.lstm == "always")
     labelled = ((rec, msg, pred) for (rec, msg), pred in zip(valid, predictions, strict=True))
     return route(settings, bundle.version, labelled, rejected, processed_at=time.time())

@@ -111,6 +111,7 @@ class Prediction:
     cluster_id: int
     cluster_similarity: float
     explanation: dict[str, Any] | None = None  # with TEXTSTREAM_EXPLAIN (worker/explain.py)
+    lstm_ran: bool = True  # False: the n-gram branch decided; confidence and scores are a bound (worker/lstm_skip.py)
 
 
 @dataclass(frozen=True, slots=True)

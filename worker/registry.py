@@ -259,3 +259,12 @@ def prune(root: Path, keep: int) -> list[int]:
     for version in removed:
         remove(root, version)
     return removed
+
+
+def describe_mix(weights: dict[str, Any]) -> str:
+    """A manifest's branch weights in words ('' when it has none)."""
+    if "lstm_weight" not in weights:
+        return ""
+    bound = weights.get("lstm_bound")
+    bounded = f", LSTM log-probabilities bounded at -{bound:g}" if isinstance(bound, float | int) and bound < 1e6 else ""
+    return f"LSTM weight {weights['lstm_weight']}, n-gram weight {weights['ngram_weight']}{bounded}"

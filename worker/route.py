@@ -52,6 +52,15 @@ def route(settings: Settings, model_version: int,
     return BatchResult(outgoing, published, dead, model_version, reviewed)
 
 
+def review_floor(settings: Settings, labels: Sequence[str]) -> list[float] | None:
+    """Per label, the confidence under which `route` sends its records to review; None when the
+    review route is off. The model call takes it so as to skip the LSTM only where the route is sure."""
+    if not settings.review_on:
+        return None
+    by_label = settings.thresholds
+    return [by_label.get(label, settings.min_confidence) for label in labels]
+
+
 def review_mark(pred: Prediction, threshold: float) -> dict[str, Any]:
     """The fields that say where a record went when the review route is on: `route` is "review" for a
     confidence strictly under `threshold` (its label's), else "label"; `min_confidence` is `threshold`."""

@@ -92,7 +92,7 @@ def test_markdown_carries_data_timings_settings_and_branches() -> None:
     assert "Training time: classifier 12 s, clusterer 4 s." in md
     assert "- `seed`: 0\n- `epochs`: 3" in md
     assert "Each branch alone on this split: LSTM 0.7500, n-grams 0.8000." in md
-    assert "LSTM 0.4, n-grams 0.6." in md
+    assert "LSTM weight 0.4, n-gram weight 0.6." in md
 
 
 @pytest.mark.parametrize(

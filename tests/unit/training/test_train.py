@@ -65,7 +65,7 @@ def test_the_version_records_its_calibration_and_reports_it(tiny_registry: Path)
 def test_served_predictions_match_the_evaluation(tiny_registry: Path) -> None:
     """What the manifest reports is what the worker computes: same compiled call, same files."""
     served = bundle.load_serving(tiny_registry)
-    probs, emb = served.infer(["The striker scored twice in the cup final.", "Shares fell as profits slumped."])
+    probs, emb, _ = served.infer(["The striker scored twice in the cup final.", "Shares fell as profits slumped."])
     assert probs.shape == (2, 5) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)  # the encoder returns unit vectors
 
@@ -100,7 +100,7 @@ def test_chinese_text_without_spaces_trains(tmp_path: Path) -> None:
     result = train([data], tmp_path / "m", TINY.model_copy(update={"max_rows": None}))
     assert result.version == 1 and result.metrics["accuracy"] >= 0.9
     served = bundle.load_serving(tmp_path / "m")
-    probs, _ = served.infer(["足球联赛冠军", "银行利率上涨"])
+    probs, _, _ = served.infer(["足球联赛冠军", "银行利率上涨"])
     assert [served.labels[i] for i in probs.argmax(axis=1)] == ["体育", "财经"]
 
 

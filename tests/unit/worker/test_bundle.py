@@ -31,7 +31,7 @@ def test_loads_the_highest_version_with_its_manifest(tiny_registry: Path, tmp_pa
     b = bundle.load_serving(reg)
     assert b.version == 2
     assert list(b.labels) == sorted(b.labels) and len(b.labels) == 5
-    probs, emb = b.infer(["a test sentence", "another one"])
+    probs, emb, _ = b.infer(["a test sentence", "another one"])
     assert probs.shape == (2, 5) and emb.shape == (2, b.centroids.shape[1])
     assert np.allclose(np.linalg.norm(b.centroids, axis=1), 1.0, atol=1e-5)
 
@@ -108,8 +108,8 @@ def test_chunked_inference_returns_each_text_its_own_scores(tiny_registry: Path)
     encoder = keras.saving.load_model(folder / bundle.ENCODER, compile=False, safe_mode=True)
     texts = [" ".join(["football match goal"] * n) if n % 2 else " ".join(["shares profit bank"] * n)
              for n in (40, 1, 7, 120, 3, 60, 2, 15, 90)]
-    whole_probs, whole_emb = bundle.compile_infer(classifier, encoder, chunk=1000)(texts)
-    probs, emb = bundle.compile_infer(classifier, encoder, chunk=2)(texts)
+    whole_probs, whole_emb, _ = bundle.compile_infer(classifier, encoder, chunk=1000)(texts)
+    probs, emb, _ = bundle.compile_infer(classifier, encoder, chunk=2)(texts)
     assert np.allclose(probs, whole_probs, atol=1e-5) and np.allclose(emb, whole_emb, atol=1e-5)
     one_by_one = np.vstack([bundle.compile_infer(classifier, encoder, chunk=1)([t])[0] for t in texts])
     assert np.allclose(probs, one_by_one, atol=1e-5)

@@ -30,7 +30,7 @@ def keras_wide_logits(classifier: Any, texts: list[str]) -> np.ndarray:
 
 def test_linear_contributions_and_bias_sum_to_the_ngram_branch_logit(tiny_bundle: Any) -> None:
     found = explain.explain(tiny_bundle, MAIL)
-    probs, _ = tiny_bundle.infer(MAIL)
+    probs = tiny_bundle.infer(MAIL).probs
     wide = keras_wide_logits(tiny_bundle.classifier, MAIL)
     for text, why, p, w in zip(MAIL, found, probs, wide, strict=True):
         assert why is not None and why["label"] == tiny_bundle.labels[int(p.argmax())]  # the model's own label

@@ -71,10 +71,10 @@ def test_a_passthrough_field_too_deep_to_write_back_is_dead_lettered(tiny_bundle
 
 
 def test_an_input_the_model_fails_on_is_dead_lettered_and_the_rest_labelled(tiny_bundle) -> None:  # type: ignore[no-untyped-def]
-    def infer(texts):  # type: ignore[no-untyped-def]
+    def infer(texts, *args):  # type: ignore[no-untyped-def]
         if any("poison" in t for t in texts):
             raise ValueError("cannot take this one")
-        return tiny_bundle.infer(texts)
+        return tiny_bundle.infer(texts, *args)
 
     fussy = dataclasses.replace(tiny_bundle, infer=infer)
     records = [RawRecord(orjson.dumps({"id": f"r{i}", "text": t}), None, Source("texts.raw", 0, i))
@@ -89,7 +89,7 @@ def test_an_input_the_model_fails_on_is_dead_lettered_and_the_rest_labelled(tiny
 
 
 def test_a_model_that_fails_on_everything_fails_the_batch(tiny_bundle) -> None:  # type: ignore[no-untyped-def]
-    def infer(texts):  # type: ignore[no-untyped-def]
+    def infer(texts, *args):  # type: ignore[no-untyped-def]
         raise MemoryError("out of memory")
 
     broken = dataclasses.replace(tiny_bundle, infer=infer)

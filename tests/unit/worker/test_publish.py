@@ -189,7 +189,7 @@ async def test_a_full_backlog_holds_the_stream_back() -> None:
     model_free = threading.Event()
     bundle = fake_bundle()
     slow = Bundle(bundle.version, bundle.labels, bundle.centroids,
-                  infer=lambda texts: (model_free.wait(10), bundle.infer(texts))[1])
+                  infer=lambda *args: (model_free.wait(10), bundle.infer(*args))[1])
     run = Run(kafka, slow, batch_size=1)
     kafka.put(*range(6))
     await wait_for(lambda: kafka.pulled == 4)  # 1 in the model, 2 in the backlog, 1 waiting for room

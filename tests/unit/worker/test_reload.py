@@ -290,12 +290,12 @@ def fail_warm_up(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> list[
         infer = compile_infer(*args, **kwargs)
         calls = [0]
 
-        def warm_up_fails(texts: Any) -> Any:
+        def warm_up_fails(*args: Any, **kwargs: Any) -> Any:
             calls[0] += 1
             if calls[0] == 1 and not failed:
                 failed.append(1)
                 raise error
-            return infer(texts)
+            return infer(*args, **kwargs)
         return warm_up_fails
     monkeypatch.setattr(bundle, "compile_infer", compiled)
     return failed
@@ -345,7 +345,7 @@ async def test_a_real_load_that_fails_keeps_version_1_and_the_next_good_version_
     v3 = add_copy(r.reg)
     await r.reloader.reload("registry poll")
     assert r.serving.version == v3 == v2 + 1 and r.serving.reloads == {"success": 2, "failure": 1}
-    probs, _ = r.serving.bundle.infer(["the striker scored twice"])  # type: ignore[union-attr]
+    probs = r.serving.bundle.infer(["the striker scored twice"]).probs  # type: ignore[union-attr]
     assert probs.shape == (1, len(r.serving.bundle.labels))  # type: ignore[union-attr]
 
 
