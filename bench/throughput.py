@@ -429,7 +429,7 @@ def main() -> int:
                            ("b0", lambda ns: bench_worker(bootstrap, ns, reg, work / "worker-always.log",
                                                           TEXTSTREAM_LSTM="always", **STAMPED)),
                            ("p", lambda ns: PeerProcess(ns.env(bootstrap, reg, **STAMPED), work / "peer.log"))):
-            if name != "b" and name not in args.phases:
+            if name == "p" and "p" not in args.phases:  # (b0) runs with (b), always
                 continue
             ns = Namespace.fresh(f"bench{name}")
             asyncio.run(topics.ensure_topics(bootstrap, [ns.raw], settings.topic_partitions))
