@@ -43,6 +43,7 @@ CHUNK_CHARS = 4_000_000
 
 _runtime_prepared = threading.Event()
 
+
 class Inference(NamedTuple):
     """What one model call returns for n texts."""
 

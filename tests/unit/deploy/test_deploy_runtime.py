@@ -239,7 +239,7 @@ def test_kustomization_lists_every_manifest() -> None:
 
 
 @pytest.mark.parametrize("name", ["configmap.yaml", "pvc.yaml", "worker-deployment.yaml",
-                                  "worker-service.yaml", "trainer-cronjob.yaml"])
+                                  "worker-service.yaml", "worker-pdb.yaml", "trainer-cronjob.yaml"])
 def test_manifest_matches_the_kubernetes_schema(name: str) -> None:
     # strict: unknown fields (a misspelt `readinessProbe`) are errors too.
     kubernetes_validate.validate(manifests()[name], K8S_VERSION, strict=True)
@@ -294,6 +294,24 @@ def test_metrics_service_selects_the_workers() -> None:
     monitor = by_kind("ServiceMonitor")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["endpoints"][0]["port"] == port["name"]
+
+
+def test_drains_take_the_workers_down_one_at_a_time() -> None:
+    budget = by_kind("PodDisruptionBudget")
+    pod_labels = by_kind("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert budget["spec"]["maxUnavailable"] == 1
+
+
+def test_a_refused_version_fails_the_training_job_without_retries() -> None:
+    from commands.train import EXIT_GATE_REFUSED
+
+    job = by_kind("CronJob")["spec"]["jobTemplate"]["spec"]
+    assert job["template"]["spec"]["restartPolicy"] == "Never"  # podFailurePolicy requires it
+    fail, ignore = job["podFailurePolicy"]["rules"]
+    assert fail["action"] == "FailJob" and fail["onExitCodes"]["values"] == [EXIT_GATE_REFUSED]
+    assert fail["onExitCodes"]["containerName"] == job["template"]["spec"]["containers"][0]["name"]
+    assert ignore == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
 
 
 def test_trainer_cronjob_writes_the_shared_registry() -> None:
