@@ -8,16 +8,16 @@ w and k by at least lo[w, k] = -s·L. A text whose n-gram label w leads every ot
 than s·L keeps w whatever the LSTM says: the bound is part of the model, not a heuristic, and exact
 up to float error (EPS). The worker then skips the LSTM for it.
 
+A skipped text's scores are those of the worst case for w: logits
+z_w - z_k = (n-gram margin) + lo[w, k], so its confidence is the least the full model could give
+it, a lower bound of the calibrated confidence. A record is only skipped if that bound also reaches its label's review threshold
+(`floor`), so it goes where the full model would send it: same label, same route; only its
+`confidence` and `scores` are the bound's. TEXTSTREAM_LSTM=always runs the LSTM for every text.
+
 Versions trained before the bound layer added `deep_logits` = W·f + b directly, f the max over time
 of LSTM outputs h = o·tanh(c), each strictly between -1 and 1; their bound is
 lo[w, k] = (b_w - b_k) - sum_j |W_jw - W_jk|, exact too but loose (the benchmark model needed the
 LSTM for 84 % of its texts with it, 2026-11-30).
-
-Its scores are those of the worst case for w: logits z_w - z_k = (n-gram margin) + lo[w, k], so
-its confidence is the least the full model could give it, a lower bound of the calibrated
-confidence. A record is only skipped if that bound also reaches its label's review threshold
-(`floor`), so it goes where the full model would send it: same label, same route; only its
-`confidence` and `scores` are the bound's. TEXTSTREAM_LSTM=always runs the LSTM for every text.
 
 With a branch weight of 0 for the LSTM (the demo model) no text needs it; with the benchmark model
 bench/throughput.py reports the share that did.
