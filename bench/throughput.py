@@ -98,16 +98,6 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return sorted(runs, key=lambda r: r["rate"])[(len(runs) - 1) // 2]
 
 
-def lstm_counts(port: int) -> tuple[float, float]:
-    """textstream_lstm_texts_total so far: (records the LSTM ran for, records it did not)."""
-    found = {"true": 0.0, "false": 0.0}
-    for line in str(http_get(port, "/metrics")[1]).splitlines():
-        match = re.match(r'textstream_lstm_texts_total\{ran="(true|false)"\} (\S+)', line)
-        if match:
-            found[match[1]] = float(match[2])
-    return found["true"], found["false"]
-
-
 def model_registry(model_dir: Path | None) -> Path:
     """The registry to benchmark: --model-dir, else a model trained once on the same mix (cached)."""
     if model_dir:
@@ -211,9 +201,11 @@ async def naive(bootstrap: str, folder: Path, items: list[str], n: int) -> float
 
 
 def metric_sums(port: int) -> dict[str, float]:
-    """The worker's own counters: seconds in the model and records per batch (sums and counts)."""
+    """The worker's own counters: seconds in the model, records per batch (sums and counts), and
+    records the LSTM ran for or not."""
     wanted = ("textstream_inference_seconds_sum", "textstream_inference_seconds_count",
-              "textstream_batch_size_sum", "textstream_batch_size_count")
+              "textstream_batch_size_sum", "textstream_batch_size_count",
+              'textstream_lstm_texts_total{ran="true"}', 'textstream_lstm_texts_total{ran="false"}')
     out = {}
     for line in str(http_get(port, "/metrics")[1]).splitlines():
         name, _, value = line.partition(" ")
@@ -392,6 +384,7 @@ def main() -> int:
     results: dict[str, Any] = {"batch_size": bs, "batch_max_wait": settings.batch_max_wait,
                                "records": args.records, "corpora": CORPORA, "model": str(folder)}
     workers: list[WorkerProcess] = []
+    runners: dict[str, Any] = {}  # (b), (b0), (p): each (namespace, process)
     rss_at_ready: dict[str, int] = {}
     try:
         bundle_mod.configure_threads(settings)
@@ -424,7 +417,6 @@ def main() -> int:
 
         # (b), (b0) and (p) run side by side, each in its own namespace and process, and take turns:
         # one burst each per round, --repeats rounds, the median reported (the machine is noisy).
-        runners: dict[str, Any] = {}
         for name, make in (("b", lambda ns: bench_worker(bootstrap, ns, reg, work / "worker.log", **STAMPED)),
                            ("b0", lambda ns: bench_worker(bootstrap, ns, reg, work / "worker-always.log",
                                                           TEXTSTREAM_LSTM="always", **STAMPED)),
@@ -448,16 +440,11 @@ def main() -> int:
                 if name == "b":
                     before, cpu_before = metric_sums(worker.port), cpu_now(worker.pid, broker.pid)
                 rounds[name].append(asyncio.run(burst(bootstrap, rns, batch_of(f"{name}{round_}-", args.records))))
-                if name == "b":
+                if name == "b":  # the worker's own counters and CPU over this burst
                     after, cpu_after = metric_sums(worker.port), cpu_now(worker.pid, broker.pid)
+                    rounds["b"][-1]["metrics"] = {k: after[k] - before.get(k, 0.0) for k in after}
                     rounds["b"][-1]["cpu_ms_per_record"] = {
                         k: (cpu_after[k] - cpu_before.get(k, 0.0)) / args.records * 1000 for k in cpu_after}
-                    rounds["b"][-1]["model_s"] = (after["textstream_inference_seconds_sum"]
-                                                  - before["textstream_inference_seconds_sum"])
-                    rounds["b"][-1]["batches"] = (after["textstream_batch_size_count"]
-                                                  - before["textstream_batch_size_count"])
-                    rounds["b"][-1]["batched"] = after["textstream_batch_size_sum"] - before["textstream_batch_size_sum"]
-                    rounds["b"][-1]["lstm"] = lstm_counts(worker.port)
                 print(f"({name}) round {round_ + 1}: {rounds[name][-1]['rate']:.0f} records/s", flush=True)
         for name in runners:
             results[f"{name}_rounds"] = rounds[name]
@@ -465,11 +452,12 @@ def main() -> int:
             results[f"{name}_rss_mib"] = {"at_ready": rss_at_ready[name] / 2**20,
                                           "after_bursts": runners[name][1].rss_bytes() / 2**20}
         b = results["b_worker"]
+        counted = b["metrics"]
         results["b_cpu_ms_per_record"] = b["cpu_ms_per_record"]
-        results["b_model_share"] = b["model_s"] / b["seconds"]
-        results["b_mean_batch"] = b["batched"] / b["batches"]
-        ran, skipped = b["lstm"]
-        results["b_lstm_share"] = ran / max(ran + skipped, 1)
+        results["b_model_share"] = counted["textstream_inference_seconds_sum"] / b["seconds"]
+        results["b_mean_batch"] = counted["textstream_batch_size_sum"] / counted["textstream_batch_size_count"]
+        ran = counted['textstream_lstm_texts_total{ran="true"}']
+        results["b_lstm_share"] = ran / max(ran + counted['textstream_lstm_texts_total{ran="false"}'], 1)
         print(f"(b) worker, median of {args.repeats}: {b['rate']:.0f} records/s; model busy "
               f"{results['b_model_share']:.0%}, mean batch {results['b_mean_batch']:.0f}, LSTM ran for "
               f"{results['b_lstm_share']:.1%} of the records", flush=True)
@@ -512,8 +500,8 @@ def main() -> int:
     except Skip:  # the phases asked for are done
         pass
     finally:
-        for w in workers:
-            w.stop()
+        for w in [*workers, *(runner for _, runner in runners.values())]:
+            w.stop()  # a second stop of the same process does nothing
         broker.stop()
 
     results["worker_records_per_s"] = results["b_worker"]["rate"]

@@ -158,11 +158,12 @@ def compile_infer(classifier: Any, encoder: Any, chunk: int = CHUNK, packed: boo
     def infer(texts: Sequence[str], floor: np.ndarray | None = None, every_text: bool = False) -> Inference:
         """`floor`: per label, the confidence under which a record goes to review (0: none)."""
         floors = tf.constant(np.zeros(n_labels) if floor is None else floor, dtype=tf.float32)
+        run_all = tf.constant(every_text)
         out = Inference(np.empty((len(texts), n_labels), dtype=np.float32),
                         np.empty((len(texts), encoder.output_shape[-1]), dtype=np.float32),
                         np.empty(len(texts), dtype=bool))
         for idx in length_chunks(texts, chunk):
-            p, e, r = graph(tf.constant([texts[i] for i in idx], dtype=tf.string), floors, tf.constant(every_text))
+            p, e, r = graph(tf.constant([texts[i] for i in idx], dtype=tf.string), floors, run_all)
             out.probs[idx], out.embeddings[idx], out.lstm_ran[idx] = p.numpy(), e.numpy(), r.numpy()
         return out
 
