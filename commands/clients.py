@@ -55,7 +55,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(client.tail(settings.bootstrap_servers, topics, as_json=args.json,
                                 from_beginning=args.from_beginning, idle_timeout=args.idle_timeout,
-                                max_records=args.max, security=security.from_settings(settings)))
+                                max_records=args.max, security=security.from_settings(settings),
+                                isolation_level=args.isolation_level))
     return 0
 
 
@@ -82,5 +83,9 @@ def add_parsers(sub: Any) -> None:
                    help="print the records already in the topics too (default: only those arriving from now on)")
     p.add_argument("--max", type=int, help="stop after this many records")
     p.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a record")
+    p.add_argument("--isolation-level", choices=("read_uncommitted", "read_committed"), default="read_uncommitted",
+                   help="read_committed: only records of committed transactions, as downstream consumers of a "
+                        "worker with TEXTSTREAM_PROCESSING_GUARANTEE=exactly_once should read (default: "
+                        "read_uncommitted, as kafka-console-consumer)")
     add_command_config(p)
     p.set_defaults(func=cmd_tail)

@@ -1,6 +1,7 @@
 """The Faust shell, the only module that imports faust: Faust's settings and the wiring of the
 stages. The agent feeds `worker.publish` (batches, model, outputs, then acks), `worker.reload` swaps
-model versions, `worker.health` writes the /healthz, /readyz and /status bodies."""
+model versions, `worker.health` writes the /healthz, /readyz and /status bodies; with
+TEXTSTREAM_PROCESSING_GUARANTEE=exactly_once, `worker.transactions` commits outputs and offsets."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from worker.publish import Labeller
 from worker.records import Outgoing
 from worker.reload import Reloader, Serving, create_output_topics, follow_model_events
 from worker.security import ClientSecurity, from_settings
+from worker.transactions import Transactions
 
 LAG_INTERVAL_S = 5.0
 # The broker answers a fetch when this much is ready or TEXTSTREAM_FETCH_MAX_WAIT has passed. Faust
@@ -53,6 +55,7 @@ def transport(app: faust.App, settings: Settings) -> Any:
     """Faust's aiokafka transport with our fetch sizes (Faust has no setting for them)."""
     wait_ms = round(settings.fetch_max_wait * 1000)
     budget = Budget.of(settings)
+    exactly_once = settings.processing_guarantee == "exactly_once"
 
     class ConsumerThread(faust_kafka.AIOKafkaConsumerThread):
         def _create_worker_consumer(self, transport_: Any) -> Any:
@@ -63,11 +66,20 @@ def transport(app: faust.App, settings: Settings) -> Any:
             # Fetch sizes from TEXTSTREAM_MAX_BUFFERED_BYTES (worker/budget.py), read on start too.
             consumer._fetch_max_bytes = budget.fetch_max_bytes
             consumer._max_partition_fetch_bytes = budget.partition_fetch_bytes
+            if exactly_once:  # inputs of an upstream transaction that aborted are not labelled
+                consumer._isolation_level = "read_committed"
             return consumer
 
     class WorkerConsumer(faust_kafka.Consumer):
         def _new_consumer_thread(self) -> ConsumerThread:
             return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+        async def _commit(self, offsets: Any) -> bool:
+            if exactly_once:
+                # The offsets were committed in the batches' transactions (worker/transactions.py). A
+                # commit of Faust's own, sent later, could move a partition back behind a newer one.
+                return True
+            return bool(await super()._commit(offsets))
 
     class Transport(faust_kafka.Transport):
         Consumer = WorkerConsumer
@@ -91,6 +103,7 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
         return app.crash(exc)  # looked up at call time: tests replace app.crash
     reloader = Reloader(serving, prepare=lambda: bundle.prepare_runtime(settings), crash=crash,
                         create_topics=functools.partial(create_output_topics, settings, access))
+    transactions = Transactions.of(settings, access) if settings.processing_guarantee == "exactly_once" else None
 
     async def send(out: Outgoing) -> Any:
         return await app.producer.send(out.topic, out.key, out.value, partition=None, timestamp=None,
@@ -101,7 +114,20 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
         """Hands every record to the labeller as it arrives (acks are the labeller's, after the outputs)."""
         await reloader.ready.wait()
         inputs = stream.noack()  # acks are the labeller's
-        await Labeller[Any](settings, serving, send=send, ack=inputs.ack, crash=crash).consume(inputs.events())
+        labeller = Labeller[Any](settings, serving, send=send, ack=inputs.ack, crash=crash,
+                                 transact=transactions.commit if transactions is not None else None)
+        try:
+            await labeller.consume(inputs.events())
+        finally:
+            if transactions is not None:
+                await transactions.close()
+
+    if transactions is not None:
+        @app.on_rebalance_complete.connect  # type: ignore[arg-type]  # as on_assigned below
+        async def fence_previous_owners(app_: Any, **kwargs: Any) -> None:
+            """Faust awaits this before it seeks to the committed offsets (faust/tables/recovery.py)."""
+            await transactions.assign(tp.partition for tp in app.consumer.assignment()
+                                      if tp.topic == settings.input_topic)
 
     @app.task
     async def load_first_model() -> None:

@@ -75,6 +75,7 @@ class Record:
 async def follow(
     bootstrap: str, topics: Sequence[str], *, from_beginning: bool = True, idle_timeout: float | None = None,
     max_records: int | None = None, security: ClientSecurity = PLAINTEXT, topic_wait: float | None = None,
+    isolation_level: str = "read_uncommitted",
 ) -> AsyncIterator[Record]:
     """Yield records of `topics` (no consumer group, nothing committed) until `max_records` or
     `idle_timeout` seconds without a record: from their beginning, or (not `from_beginning`) only
@@ -82,10 +83,13 @@ async def follow(
 
     Topics that do not exist yet are waited for, as kafka-console-consumer does: a reader started
     before the worker (which creates its topics) attaches when they appear. `topic_wait` bounds
-    that wait in seconds (None: for ever); past it BrokerUnavailable names the missing topics."""
+    that wait in seconds (None: for ever); past it BrokerUnavailable names the missing topics.
+    `isolation_level="read_committed"` shows only records of committed transactions (and records
+    written without one), as an exactly-once worker's consumers should read its outputs."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-        auto_offset_reset="earliest" if from_beginning else "latest", **security.kwargs(),
+        auto_offset_reset="earliest" if from_beginning else "latest", isolation_level=isolation_level,
+        **security.kwargs(),
     )
     await start_client(consumer, bootstrap, security)
     try:
@@ -181,10 +185,12 @@ def render(record: Record, as_json: bool) -> str:
 
 async def tail(bootstrap: str, topics: Sequence[str], *, as_json: bool, from_beginning: bool,
                idle_timeout: float | None, max_records: int | None, out: IO[str] = sys.stdout,
-               security: ClientSecurity = PLAINTEXT, topic_wait: float | None = None) -> int:
+               security: ClientSecurity = PLAINTEXT, topic_wait: float | None = None,
+               isolation_level: str = "read_uncommitted") -> int:
     count = 0
     async for record in follow(bootstrap, topics, from_beginning=from_beginning, idle_timeout=idle_timeout,
-                               max_records=max_records, security=security, topic_wait=topic_wait):
+                               max_records=max_records, security=security, topic_wait=topic_wait,
+                               isolation_level=isolation_level):
         out.write(render(record, as_json) + "\n")
         out.flush()
         count += 1

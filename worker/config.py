@@ -28,6 +28,7 @@ _BROKER_RE = re.compile(r"^(kafka://)?[^\s:/;]+:\d{1,5}$")
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LogFormat = Literal["text", "json"]
 LstmMode = Literal["needed", "always"]
+ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN", "OAUTHBEARER"]
 SECRET_FIELDS = frozenset({"sasl_password", "ssl_key_password", "kafka_oauth_client_secret"})
@@ -88,6 +89,12 @@ class Settings(BaseSettings):
     lstm: LstmMode = Field("needed", description="needed: run the classifier's LSTM branch only for texts whose "
                                                  "label or route it can change (worker/lstm_skip.py; the others "
                                                  "get a lower bound of their confidence); always: for every text")
+    # worker/transactions.py: exactly_once commits a batch's outputs and its input offsets in one Kafka
+    # transaction per input partition; consumers of the outputs must read with read_committed.
+    processing_guarantee: ProcessingGuarantee = Field(
+        "at_least_once", description="at_least_once: outputs, then the input offsets (a crash can republish a "
+                                     "batch); exactly_once: outputs and offsets in one Kafka transaction per input "
+                                     "partition (read the outputs with isolation.level=read_committed)")
     novelty_threshold: float = Field(0.3, ge=-1, le=1, description="cluster similarity below this counts as a novel text")
     # Review route (worker/route.py): off by default, so that nothing changes for existing deployments
     # and no review topic is created or required until an operator picks a threshold.
@@ -191,7 +198,7 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("log_format", mode="before")
+    @field_validator("log_format", "lstm", "processing_guarantee", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

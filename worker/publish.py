@@ -7,6 +7,11 @@ runs the next batch while the previous one waits for its acks. A failure stops t
 nothing of the failed batch (or any later one) acked: the restart redelivers them rather than skip
 them.
 
+Exactly-once (TEXTSTREAM_PROCESSING_GUARANTEE=exactly_once): the shell hands in `transact`
+(worker/transactions.py) instead; a batch's outputs are then produced in `settle`, together with its
+input offsets in one transaction per input partition, and its inputs are acked to Faust only after
+that commit (Faust commits no offset of its own in that mode).
+
 Faust-free: the shell hands in how to read a Faust event (`to_raw`), the producer's `send`, the
 stream's `ack` and the app's `crash`, so unit tests drive it with fakes.
 """
@@ -32,6 +37,7 @@ logger = logging.getLogger(__name__)
 E = TypeVar("E")  # an input event as the consumer hands it over
 Send = Callable[[Outgoing], Awaitable[Awaitable[Any]]]  # hands a record to the producer; returns its ack
 Labelled = tuple[list[RawRecord], BatchResult, list[Awaitable[Any]]]
+Transact = Callable[[list[RawRecord], list[Outgoing]], Awaitable[None]]  # outputs + offsets, committed together
 
 SHUTDOWN_ACKS_S = 30.0  # on shutdown, how long the last batch's acks may take to land
 SHUTDOWN_LABELLER_S = 35.0  # on shutdown, how long the labeller may take to stop
@@ -48,9 +54,10 @@ class Labeller(Generic[E]):
 
     def __init__(self, settings: Settings, serving: Serving, *, send: Send, ack: Callable[[E], Awaitable[Any]],
                  crash: Callable[[BaseException], Awaitable[Any]],
-                 to_raw: Callable[[E], RawRecord] = event_record) -> None:
+                 to_raw: Callable[[E], RawRecord] = event_record, transact: Transact | None = None) -> None:
         self.settings, self.serving = settings, serving
         self._send, self._ack, self._crash, self._to_raw = send, ack, crash, to_raw
+        self._transact = transact
         # Bounded at two batches waiting, and at the labeller's share of TEXTSTREAM_MAX_BUFFERED_BYTES
         # from the backlog until the outputs are acknowledged: a full backlog stops `consume`, and
         # with it the consumer.
@@ -109,7 +116,8 @@ class Labeller(Generic[E]):
                 await asyncio.wait([previous], timeout=SHUTDOWN_ACKS_S)  # on shutdown: let the last batch's acks land
 
     async def label(self, events: list[E]) -> Labelled:
-        """Run one batch through the model and hand every output to the producer (not yet acked)."""
+        """Run one batch through the model and hand every output to the producer (not yet acked); with
+        `transact`, the outputs wait for the batch's transaction in `settle`."""
         records = [self._to_raw(e) for e in events]
         model = self.serving.bundle
         assert model is not None  # the agent waits for the first version
@@ -117,12 +125,15 @@ class Labeller(Generic[E]):
         result = await asyncio.get_running_loop().run_in_executor(
             self._infer_pool, pipeline.process, model, self.settings, records)
         metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
-        pending = [await self._send(o) for o in result.outgoing]
+        pending = [] if self._transact is not None else [await self._send(o) for o in result.outgoing]
         return records, result, pending
 
     async def settle(self, events: list[E], records: list[RawRecord], result: BatchResult,
                      pending: list[Awaitable[Any]]) -> None:
-        """Wait until Kafka acknowledged every output of a batch (acks=all), then ack its inputs."""
+        """Wait until Kafka acknowledged every output of a batch (acks=all), or committed them with the
+        input offsets (`transact`), then ack its inputs."""
+        if self._transact is not None:
+            await self._transact(records, result.outgoing)
         await asyncio.gather(*pending)
         self._observe(records, result)
         for event in events:

@@ -116,12 +116,13 @@ class Prediction:
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """A record to produce."""
+    """A record to produce, and the input it answers (exactly-once commits it with that input's offset)."""
 
     topic: str
     key: bytes | None
     value: bytes | None
     headers: Headers | None = None
+    source: Source | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,12 +41,13 @@ def route(settings: Settings, model_version: int,
             dead.append(value)
             continue
         published.append(pred)
-        outgoing.append(Outgoing(settings.output_topic, msg.key, value))
+        outgoing.append(Outgoing(settings.output_topic, msg.key, value, source=msg.source))
         if mark is not None and mark["route"] == "review":
             reviewed.append(pred.label)
-            outgoing.append(Outgoing(settings.review_topic, msg.key, value))
+            outgoing.append(Outgoing(settings.review_topic, msg.key, value, source=msg.source))
         else:
-            outgoing.append(Outgoing(label_topic(settings.label_topic_prefix, pred.label), msg.key, value))
+            outgoing.append(Outgoing(label_topic(settings.label_topic_prefix, pred.label), msg.key, value,
+                                     source=msg.source))
     limits = Limits.of(settings)
     outgoing.extend(dead_letter(settings.dlq_topic, limits, rej) for rej in dead)
     return BatchResult(outgoing, published, dead, model_version, reviewed)
@@ -76,12 +77,13 @@ def dead_letter(topic: str, limits: Limits, rej: Rejected) -> Outgoing:
     headers = dlq_headers(rej)
     if limits.dead_letter_fits(rej.key, rej.value, headers):
         # aiokafka sends no record without both key and value: a keyless tombstone's dead letter is empty.
-        return Outgoing(topic, rej.key, b"" if rej.value is None and rej.key is None else rej.value, headers)
+        return Outgoing(topic, rej.key, b"" if rej.value is None and rej.key is None else rej.value, headers,
+                        rej.source)
     sizes = (f"value {len(rej.value or b'')} bytes, key {len(rej.key or b'')} bytes, {len(rej.headers)} headers")
     detail = f"{rej.detail}; original not kept ({sizes}): its dead letter exceeds {limits.dead_letter_bytes} bytes"
     src = rej.source
     return Outgoing(topic, None, b"", [*reason_headers(rej.reason, detail, src.topic, src.partition, src.offset),
-                                        ("original_dropped", b"true")])
+                                        ("original_dropped", b"true")], src)
 
 
 def encode_checked(settings: Settings, rec: RawRecord, msg: TextMessage, pred: Prediction, model_version: int,

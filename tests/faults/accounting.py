@@ -66,8 +66,10 @@ class Collector:
     """Follows the output and dead-letter topics from the beginning, in a thread with its own event loop,
     while the test kills things; `keys` counts the outputs per input."""
 
-    def __init__(self, bootstrap: str, labeled: str, dlq: str, partitions: int = 4) -> None:
+    def __init__(self, bootstrap: str, labeled: str, dlq: str, partitions: int = 4,
+                 isolation_level: str = "read_uncommitted") -> None:
         self.bootstrap, self.labeled, self.dlq = bootstrap, labeled, dlq
+        self.isolation_level = isolation_level
         self.records: list[client.Record] = []
         self.keys: Counter[Key] = Counter()
         self.arrival: list[float] = []  # monotonic time each record was seen
@@ -80,7 +82,8 @@ class Collector:
 
     def _run(self) -> None:
         async def follow() -> None:
-            async for rec in client.follow(self.bootstrap, [self.labeled, self.dlq], from_beginning=True):
+            async for rec in client.follow(self.bootstrap, [self.labeled, self.dlq], from_beginning=True,
+                                           isolation_level=self.isolation_level):
                 self.keys[source_of(rec, self.dlq)] += 1
                 self.arrival.append(time.monotonic())
                 self.records.append(rec)

@@ -1,9 +1,14 @@
-"""Fault 1: `kill -9` the worker three times during a 20,000-record stream, restarting it each time.
+"""Fault 1: `kill -9` the worker three times during a 20,000-record stream, restarting it each time,
+with each processing guarantee.
 
-Nothing is lost: the offsets of a batch are committed only after Kafka acknowledged all its outputs,
-so whatever a killed worker had taken but not committed is read again by its successor. Duplicates
-(outputs of a batch whose commit the kill prevented) are allowed, counted and reported: they carry
-the same id.
+at_least_once: nothing is lost: the offsets of a batch are committed only after Kafka acknowledged
+all its outputs, so whatever a killed worker had taken but not committed is read again by its
+successor. Duplicates (outputs of a batch whose commit the kill prevented) are allowed, counted and
+reported: they carry the same id.
+
+exactly_once: a `read_committed` consumer sees every input exactly once: what the killed worker had
+published in its open transaction is aborted when its successor takes the partition. A
+`read_uncommitted` consumer's view is reported beside it (it sees the aborted outputs too).
 """
 
 from __future__ import annotations
@@ -23,21 +28,26 @@ RATE = 150.0  # records/s: the stream lasts ~135 s, so each kill happens while r
 KILL_AT = (0.2, 0.45, 0.7)  # fraction of the outputs seen when each kill happens
 
 
-def test_kill_9_three_times_during_20000_records(stack: Stack) -> None:
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_kill_9_three_times_during_20000_records(stack: Stack, guarantee: str) -> None:
     started = time.monotonic()
+    exactly_once = guarantee == "exactly_once"
     producer = accounting.Producer(stack.bootstrap, stack.raw, valid_records(N), RATE)
-    collector = accounting.Collector(stack.bootstrap, stack.labeled, stack.dlq)
+    collector = accounting.Collector(stack.bootstrap, stack.labeled, stack.dlq,
+                                     isolation_level="read_committed" if exactly_once else "read_uncommitted")
+    uncommitted = accounting.Collector(stack.bootstrap, stack.labeled, stack.dlq) if exactly_once else None
     recoveries: list[dict[str, float]] = []
     expected: set[accounting.Key] = set()
+    env = {"TEXTSTREAM_PROCESSING_GUARANTEE": guarantee}
     try:
-        worker = stack.start_worker()
+        worker = stack.start_worker(**env)
         for fraction in KILL_AT:
             collector.wait_count(int(N * fraction), timeout=300)
             assert producer.sent < N, "the stream ended before the kill: slow the producer down"
             killed_at, killed_mono = time.time(), time.monotonic()
             worker.proc.kill()  # SIGKILL: no shutdown, no commit, batch in flight abandoned
             worker.proc.wait(timeout=30)
-            worker = stack.start_worker()
+            worker = stack.start_worker(**env)
             stack.wait_ready(worker, timeout=180)
             ready = time.monotonic() - killed_mono
             wait_until(lambda at=killed_at: collector.first_produced_after(at) is not None, 120,
@@ -55,9 +65,16 @@ def test_kill_9_three_times_during_20000_records(stack: Stack) -> None:
         assert worker.proc.poll() is None, stack.logs()
     finally:
         collector.stop()
-    result = accounting.tally("kill -9 worker x3", collector.records, expected, stack.dlq,
-                              ids={f"ok-{i}" for i in range(N)}, recoveries=recoveries,
+        if uncommitted is not None:
+            uncommitted.stop()
+    ids = {f"ok-{i}" for i in range(N)}
+    result = accounting.tally(f"kill -9 worker x3, {guarantee}", collector.records, expected, stack.dlq,
+                              ids=ids, recoveries=recoveries, isolation_level=collector.isolation_level,
                               wall_s=round(time.monotonic() - started, 1))
     assert result.lost == 0 and result.ids_lost == 0, f"{result.line()}\n{stack.logs()}"
     assert result.unexpected == 0 and result.dead_lettered == 0, result.line()
     assert result.duplicates == result.id_duplicates  # a duplicate is the same input, with the same id
+    if uncommitted is not None:
+        accounting.tally(f"kill -9 worker x3, {guarantee}", uncommitted.records, expected, stack.dlq, ids=ids,
+                         isolation_level=uncommitted.isolation_level)  # reported: aborted outputs count there
+        assert result.duplicates == 0, f"{result.line()}\n{stack.logs()}"
