@@ -73,7 +73,9 @@ async def produce(bootstrap: str, topic: str, items: list[tuple[str, str]], sent
 
 
 class Collector:
-    """Follows a topic from its beginning in the background: `seen[id]` = output record timestamp."""
+    """Follows a topic from its beginning in the background: `seen[id]` = output record timestamp.
+    Reads with read_committed, as consumers of an exactly-once worker must (for records written
+    without a transaction it is the same as read_uncommitted)."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         from worker import client
@@ -82,7 +84,7 @@ class Collector:
         self.records = 0
 
         async def follow() -> None:
-            async for rec in client.follow(bootstrap, [topic]):
+            async for rec in client.follow(bootstrap, [topic], isolation_level="read_committed"):
                 self.seen[orjson.loads(rec.value or b"{}")["id"]] = rec.timestamp
                 self.records += 1
 

@@ -12,7 +12,9 @@ On one machine, with one model and one mix of texts (BBC News articles and Enron
   (b0) always   the same worker with TEXTSTREAM_LSTM=always: every text through both branches, as
                 before worker/lstm_skip.py;
   (p) peer      bench/peer.py: the plain aiokafka loop a user would write around the same core;
-                (b), (b0) and (p) run side by side and take turns, --repeats rounds, medians shown;
+  (t) exactly-once  the worker with TEXTSTREAM_PROCESSING_GUARANTEE=exactly_once (outputs read with
+                read_committed, as its consumers must), and at half of (b)'s rate beside (b) in (d);
+                (b), (b0), (p) and (t) run side by side and take turns, --repeats rounds, medians shown;
   (c) naive     the tutorial way: an aiokafka loop calling `model.predict` per message;
   (d) latency   one worker at a steady 700 records/s and at half of (b)'s rate: p50/p95/p99;
   (e) 2 workers two worker processes in one consumer group versus one, each with half the cores'
@@ -367,7 +369,7 @@ def main() -> int:
     parser.add_argument("--explain-records", type=int, default=2000, help="records in the burst of (x)")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of (b), (b0) and (p), one burst each; "
                                                                   "the median is reported")
-    parser.add_argument("--phases", default="abcdepxr",
+    parser.add_argument("--phases", default="abcdeptxr",
                         help="which runs, by letter (default: all; b0 runs with b, r is the separate profile "
                              "burst); (b) is needed by (d) and for the ratios")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "throughput.md")
@@ -420,8 +422,10 @@ def main() -> int:
         for name, make in (("b", lambda ns: bench_worker(bootstrap, ns, reg, work / "worker.log", **STAMPED)),
                            ("b0", lambda ns: bench_worker(bootstrap, ns, reg, work / "worker-always.log",
                                                           TEXTSTREAM_LSTM="always", **STAMPED)),
-                           ("p", lambda ns: PeerProcess(ns.env(bootstrap, reg, **STAMPED), work / "peer.log"))):
-            if name == "p" and "p" not in args.phases:  # (b0) runs with (b), always
+                           ("p", lambda ns: PeerProcess(ns.env(bootstrap, reg, **STAMPED), work / "peer.log")),
+                           ("t", lambda ns: bench_worker(bootstrap, ns, reg, work / "worker-exactly-once.log",
+                                                         TEXTSTREAM_PROCESSING_GUARANTEE="exactly_once", **STAMPED))):
+            if name in "pt" and name not in args.phases:  # (b0) runs with (b), always
                 continue
             ns = Namespace.fresh(f"bench{name}")
             asyncio.run(topics.ensure_topics(bootstrap, [ns.raw], settings.topic_partitions))
@@ -461,7 +465,7 @@ def main() -> int:
         print(f"(b) worker, median of {args.repeats}: {b['rate']:.0f} records/s; model busy "
               f"{results['b_model_share']:.0%}, mean batch {results['b_mean_batch']:.0f}, LSTM ran for "
               f"{results['b_lstm_share']:.1%} of the records", flush=True)
-        for name in [n for n in runners if n != "b"]:
+        for name in [n for n in runners if n not in ("b", "t")]:
             runners[name][1].stop()
         workers[:] = [worker]
         if "r" in args.phases:  # the profile, in a burst of its own: a profiler slows what it samples
@@ -476,10 +480,17 @@ def main() -> int:
             print(f"(x) worker with explanations: {results['x_worker']['rate']:.0f} records/s", flush=True)
         if "d" not in args.phases:
             raise Skip
-        for key, rate in (("d_700", 700.0), ("d_half_load", b["rate"] / 2)):
-            results[key] = asyncio.run(steady(bootstrap, ns, batch_of(key, int(rate * args.steady_seconds)), rate))
+        half = b["rate"] / 2
+        steady_runs = [("d_700", ns, 700.0), ("d_half_load", ns, half)]
+        if "t" in runners:  # exactly-once at the same rate as (b)'s half load, right after it
+            steady_runs.append(("t_half_load", runners["t"][0], half))
+        for key, run_ns, rate in steady_runs:
+            results[key] = asyncio.run(steady(bootstrap, run_ns, batch_of(key, int(rate * args.steady_seconds)), rate))
             d = results[key]
-            print(f"(d) at {rate:.0f}/s: p50 {d['p50_ms']:.0f} p95 {d['p95_ms']:.0f} p99 {d['p99_ms']:.0f} ms", flush=True)
+            print(f"({key[0]}) at {rate:.0f}/s: p50 {d['p50_ms']:.0f} p95 {d['p95_ms']:.0f} p99 {d['p99_ms']:.0f} ms",
+                  flush=True)
+        if "t" in runners:
+            runners["t"][1].stop()
         results["d_rss_mib"] = worker.rss_bytes() / 2**20
         if "e" not in args.phases:
             raise Skip
@@ -508,7 +519,7 @@ def main() -> int:
     b_rate = results["b_worker"]["rate"]
     results["ratios"] = {name: b_rate / (results[key] if isinstance(results[key], float) else results[key]["rate"])
                          if name.startswith("b/") else results[key]["rate"] / b_rate
-                         for name, key in (("b/a", "a_ceiling"), ("b/p", "p_run"), ("b/b0", "b0_run"),
+                         for name, key in (("b/a", "a_ceiling"), ("b/p", "p_run"), ("b/b0", "b0_run"), ("t/b", "t_run"),
                                            ("b/c", "c_naive"), ("e2/e1", "e_two_workers"),
                                            ("e2/e1 default threads", "e_default_threads"), ("x/b", "x_worker"))
                          if key in results}
@@ -530,7 +541,7 @@ def render(r: dict[str, Any], args: argparse.Namespace, profile_lines: list[str]
     d, e, e_default, x = r.get("d_half_load"), r.get("e_two_workers"), r.get("e_default_threads"), r.get("x_worker")
     d700 = r.get("d_700")
     targets = {"b/a": (">= 0.6", 0.6), "b/p": (">= 1.0", 1.0), "b/b0": (">= 2.0", 2.0), "b/c": (">= 50x", 50.0),
-               "e2/e1": (">= 1.3", 1.3)}
+               "e2/e1": (">= 1.3", 1.3), "t/b": (">= 0.85", 0.85)}
     mark = {True: "met", False: "**not met**"}
     rows = [f"| (a) in-process ceiling (compiled call, pre-loaded texts) | {r['a_ceiling']:.0f} | | | |",
             f"| (a0) the same, the LSTM for every text | {r['a0_ceiling']:.0f} | | | |"]
@@ -541,7 +552,8 @@ def render(r: dict[str, Any], args: argparse.Namespace, profile_lines: list[str]
     rows.append(f"| (b) one worker, end to end, burst, median of {len(r['b_rounds'])}: {rates(r['b_rounds'])} | "
                 f"{b['rate']:.0f} | {b['p50_ms']:.0f} | | {b['p99_ms']:.0f} |")
     for key, what in (("b0", "(b0) the same worker, `TEXTSTREAM_LSTM=always`"),
-                      ("p", "(p) plain aiokafka loop around the same core (bench/peer.py)")):
+                      ("p", "(p) plain aiokafka loop around the same core (bench/peer.py)"),
+                      ("t", "(t) the same worker, `TEXTSTREAM_PROCESSING_GUARANTEE=exactly_once`")):
         if f"{key}_run" in r:
             run = r[f"{key}_run"]
             rows.append(f"| {what}, median of {len(r[key + '_rounds'])}: {rates(r[key + '_rounds'])} | "
@@ -551,7 +563,9 @@ def render(r: dict[str, Any], args: argparse.Namespace, profile_lines: list[str]
                     f"{x['p50_ms']:.0f} | | {x['p99_ms']:.0f} |")
     if "c_naive" in r:
         rows.append(f"| (c) naive consumer (`model.predict` per message) | {r['c_naive']:.1f} | | | |")
-    for steady_run, what in ((d700, "(d) one worker at a steady 700/s"), (d, "(d) one worker at 50 % of (b)")):
+    t_half = r.get("t_half_load")
+    for steady_run, what in ((d700, "(d) one worker at a steady 700/s"), (d, "(d) one worker at 50 % of (b)"),
+                             (t_half, "(t) exactly-once at 50 % of (b)")):
         if steady_run:
             rows.append(f"| {what}: {steady_run['rate']:.0f}/s | {steady_run['rate']:.0f} | {steady_run['p50_ms']:.0f} | "
                         f"{steady_run['p95_ms']:.0f} | {steady_run['p99_ms']:.0f} |")
@@ -565,7 +579,8 @@ def render(r: dict[str, Any], args: argparse.Namespace, profile_lines: list[str]
                         ("b/b0", "worker / the same with the LSTM for every text"),
                         ("b/c", "worker / naive"), ("e2/e1", "two workers / one"),
                         ("e2/e1 default threads", "two workers with default threads / one"),
-                        ("x/b", "worker with explanations / without")):
+                        ("x/b", "worker with explanations / without"),
+                        ("t/b", "exactly-once / at-least-once (records/s)")):
         if name in ratios:
             target, floor = targets.get(name, ("", 0.0))
             shown = f"{ratios[name]:.0f}x" if name == "b/c" else f"{ratios[name]:.2f}"
@@ -574,6 +589,9 @@ def render(r: dict[str, Any], args: argparse.Namespace, profile_lines: list[str]
         ratio_rows.append(f"| p99 at 700/s | {d700['p99_ms']:.0f} ms | <= 150 ms | {mark[d700['p99_ms'] <= 150]} |")
     if d:
         ratio_rows.append(f"| p99 at 50 % of (b) | {d['p99_ms']:.0f} ms | <= 100 ms | {mark[d['p99_ms'] <= 100]} |")
+    if d and t_half:
+        ratio_rows.append(f"| p99 at 50 % of (b), exactly-once / at-least-once | "
+                          f"{t_half['p99_ms'] / d['p99_ms']:.2f} | | |")
     cpu_rows = [f"| {k} | {v:.3f} |" for k, v in sorted(r["b_cpu_ms_per_record"].items(), key=lambda kv: -kv[1])]
     cpu_rows.append(f"| total | {sum(r['b_cpu_ms_per_record'].values()):.3f} |")
     explained = []
@@ -616,7 +634,7 @@ def render(r: dict[str, Any], args: argparse.Namespace, profile_lines: list[str]
         "",
         "Memory (RSS): " + "; ".join(f"{name} {v['at_ready']:.0f} MiB after its warm-up, {v['after_bursts']:.0f} "
                                      f"MiB after the bursts" for name, v in
-                                     ((n, r[f"{n}_rss_mib"]) for n in ("b", "b0", "p") if f"{n}_rss_mib" in r))
+                                     ((n, r[f"{n}_rss_mib"]) for n in ("b", "b0", "p", "t") if f"{n}_rss_mib" in r))
         + (f"; (b) {r['d_rss_mib']:.0f} MiB after (d)" if "d_rss_mib" in r else "")
         + ". The worker's bound at the defaults is its RSS at ready + 835 MiB "
           "(docs/operations.md#memory).",

@@ -23,8 +23,10 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import ProducerFenced
 
 from worker.config import Settings
+from worker.errors import TextstreamError
 from worker.limits import Limits
 from worker.records import Outgoing, RawRecord
 from worker.security import ClientSecurity, start_client
@@ -134,10 +136,14 @@ class Transactions:
             await asyncio.gather(*acks)
             await producer.send_offsets_to_transaction(
                 {TopicPartition(self.settings.input_topic, partition): offset}, self.settings.app_id)
+            await producer.commit_transaction()
+        except ProducerFenced as exc:
+            raise Fenced(f"{self.settings.input_topic}/{partition} belongs to another worker now (this one was "
+                         f"paused or cut off past its session timeout): its batch is left to that worker, "
+                         f"nothing of it committed here") from exc
         except BaseException:
             await self._abort(partition, producer)
             raise
-        await producer.commit_transaction()
 
     async def _abort(self, partition: int, producer: Producer) -> None:
         try:
@@ -154,5 +160,9 @@ class Transactions:
                 logger.warning("exactly-once: a producer did not stop cleanly: %s", exc)
 
 
-class NotOwned(RuntimeError):
+class NotOwned(TextstreamError):
     """A batch holds inputs of a partition this worker no longer owns."""
+
+
+class Fenced(TextstreamError):
+    """Another worker initialised this partition's transactional producer: this one must stop."""

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka.errors import KafkaTimeoutError, ProducerFenced
 
 from tests.unit.worker.fakes import fake_bundle
 from worker import pipeline
@@ -18,7 +19,7 @@ from worker.config import load_settings
 from worker.publish import Labeller
 from worker.records import Outgoing, RawRecord, Source
 from worker.reload import Serving
-from worker.transactions import NotOwned, Transactions, transactional_id
+from worker.transactions import Fenced, NotOwned, Transactions, transactional_id
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -29,7 +30,7 @@ SETTINGS = load_settings(app_id="grp", input_topic="in", batch_size=4, batch_max
 class FakeProducer:
     """Records every call; a transaction's sends and offsets become `committed` only on commit."""
 
-    def __init__(self, partition: int, log: list[str], fail_send: bool = False) -> None:
+    def __init__(self, partition: int, log: list[str], fail_send: BaseException | None = None) -> None:
         self.partition, self.log, self.fail_send = partition, log, fail_send
         self.open: list[Any] | None = None
         self.committed: list[list[Any]] = []
@@ -61,8 +62,8 @@ class FakeProducer:
                    partition: int | None = None, timestamp_ms: int | None = None, headers: Any = None) -> Any:
         assert self.open is not None, "a send outside a transaction"
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self.fail_send:
-            fut.set_exception(RuntimeError("ProducerFenced"))
+        if self.fail_send is not None:
+            fut.set_exception(self.fail_send)
         else:
             fut.set_result(None)
         self.open.append(("send", topic, value))
@@ -74,13 +75,13 @@ class FakeProducer:
 
 
 class Producers:
-    def __init__(self, fail_send: set[int] | None = None) -> None:
+    def __init__(self, fail_send: dict[int, BaseException] | None = None) -> None:
         self.made: list[FakeProducer] = []
         self.log: list[str] = []
-        self.fail_send = fail_send or set()
+        self.fail_send = fail_send or {}
 
     def __call__(self, partition: int) -> FakeProducer:
-        producer = FakeProducer(partition, self.log, partition in self.fail_send)
+        producer = FakeProducer(partition, self.log, self.fail_send.get(partition))
         self.made.append(producer)
         return producer
 
@@ -139,14 +140,24 @@ async def test_every_assignment_initialises_fresh_producers_and_closes_the_old_o
 
 
 async def test_a_refused_send_aborts_that_partitions_transaction_and_raises() -> None:
-    producers = Producers(fail_send={1})
+    producers = Producers(fail_send={1: KafkaTimeoutError()})
     txns = Transactions(SETTINGS, producers)
     await txns.assign([0, 1])
     records = [raw(0, 0), raw(1, 0)]
-    with pytest.raises(RuntimeError, match="ProducerFenced"):
+    with pytest.raises(KafkaTimeoutError):
         await txns.commit(records, pipeline.process(fake_bundle(), SETTINGS, records).outgoing)
     assert producers.current(1).committed == [] and producers.current(1).aborted == 1
     assert len(producers.current(0).committed) == 1  # partition 0's own transaction is whole, and independent
+
+
+async def test_a_fenced_producer_says_another_worker_owns_the_partition() -> None:
+    producers = Producers(fail_send={2: ProducerFenced()})
+    txns = Transactions(SETTINGS, producers)
+    await txns.assign([2])
+    records = [raw(2, 0)]
+    with pytest.raises(Fenced, match="in/2 belongs to another worker now"):
+        await txns.commit(records, pipeline.process(fake_bundle(), SETTINGS, records).outgoing)
+    assert producers.current(2).committed == []
 
 
 async def test_inputs_of_a_partition_not_owned_are_refused_not_published() -> None:
