@@ -313,15 +313,22 @@ class AclBinding:
 
     principal: str
     operation: str
-    resource: str  # TOPIC, GROUP, CLUSTER
+    resource: str  # TOPIC, GROUP, CLUSTER, TRANSACTIONAL_ID
     name: str
     pattern: str = "LITERAL"
 
     def kafka_acls_args(self) -> str:
         """The same binding as a kafka-acls.sh command line (for docs and messages)."""
-        what = {"TOPIC": f"--topic {self.name}", "GROUP": f"--group {self.name}", "CLUSTER": "--cluster"}[self.resource]
+        what = {"TOPIC": f"--topic {self.name}", "GROUP": f"--group {self.name}", "CLUSTER": "--cluster",
+                "TRANSACTIONAL_ID": f"--transactional-id {self.name}"}[self.resource]
         pattern = " --resource-pattern-type prefixed" if self.pattern == "PREFIXED" else ""
         return f"--add --allow-principal {self.principal} --operation {self.operation.title()} {what}{pattern}"
+
+
+def exactly_once_acls(principal: str, app_id: str) -> list[AclBinding]:
+    """What a worker with TEXTSTREAM_PROCESSING_GUARANTEE=exactly_once needs on top of `worker_acls`:
+    its transactional ids, `<app id>-<input topic>-<partition>` (worker/transactions.py)."""
+    return [AclBinding(principal, op, "TRANSACTIONAL_ID", f"{app_id}-", "PREFIXED") for op in ("WRITE", "DESCRIBE")]
 
 
 def worker_acls(principal: str, topic_prefix: str, group: str, topics: Sequence[str] = ()) -> list[AclBinding]:

@@ -160,3 +160,31 @@ async def test_the_worker_consumer_fetches_in_batches_of_bytes(app_and_producer:
     at_defaults = load_settings(app_id="agent-test-defaults")
     assert app_module.faust_app(at_defaults, from_settings(at_defaults)).conf.stream_buffer_maxsize == 64
     assert consumer._group_id == "agent-test"  # still Faust's worker consumer, with its other settings
+
+
+async def test_exactly_once_reads_committed_inputs_and_leaves_offsets_to_the_transactions(
+        tiny_registry: Any, tiny_bundle: Any) -> None:
+    """Faust's own commit would write offsets outside the transactions (and could move one back):
+    in exactly-once mode the worker consumer commits nothing itself and reads read_committed."""
+    from aiokafka import AIOKafkaConsumer
+    from faust.types import TP
+
+    def consumer_of(guarantee: str) -> Any:
+        settings = load_settings(app_id=f"agent-test-{guarantee}", processing_guarantee=guarantee)
+        return create_app(settings, Serving(tiny_registry, bundle=tiny_bundle)).consumer
+
+    assert AIOKafkaConsumer()._isolation_level == "read_uncommitted"  # the attribute aiokafka reads on start
+    at_least_once, exactly_once = consumer_of("at_least_once"), consumer_of("exactly_once")
+    for consumer, level in ((at_least_once, "read_uncommitted"), (exactly_once, "read_committed")):
+        thread = consumer._new_consumer_thread()
+        assert thread._create_worker_consumer(consumer.transport)._isolation_level == level
+    asked: list[Any] = []
+
+    async def thread_commit(offsets: Any) -> bool:
+        asked.append(offsets)
+        return True
+
+    for consumer in (at_least_once, exactly_once):
+        consumer._thread = type("Thread", (), {"commit": staticmethod(thread_commit)})()
+    assert await exactly_once._commit({TP("texts.raw", 0): 5}) is True and asked == []
+    assert await at_least_once._commit({TP("texts.raw", 0): 5}) is True and asked == [{TP("texts.raw", 0): 5}]

@@ -19,8 +19,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAuthorizationFailedError
 
 from devkit import cluster as kcluster
-from devkit.stack import list_topics, read_until
-from tests.cluster.conftest import USER, WORKER_SECURITY, ClusterStack, labels_of, records
+from devkit.stack import WorkerProcess, list_topics, read_until
+from tests.cluster.conftest import PRINCIPAL, USER, WORKER_SECURITY, ClusterStack, labels_of, records
 from tests.faults import accounting
 from worker import client
 
@@ -219,3 +219,61 @@ def test_a_gap_belongs_to_the_restart_during_which_it_ended() -> None:
     assert gaps_by_restart([0, 1, 2, 10, 10.5, 11, 30, 31], [5, 10.2, 20]) == [8, 0.5, 19]
     # No output at all between two stops: the whole stretch is the gap.
     assert gaps_by_restart([0, 30], [5, 10, 20]) == [5, 10, 30]
+
+
+EXACTLY_ONCE_N = 6_000
+EXACTLY_ONCE_RATE = 100.0  # records/s: 60 s of stream, through a broker SIGKILL and a worker kill -9
+
+
+def test_exactly_once_as_worker_principal_through_a_broker_kill_and_a_worker_kill(
+        cluster_stack: ClusterStack, caplog: pytest.LogCaptureFixture) -> None:
+    """The module's worker is replaced by one with TEXTSTREAM_PROCESSING_GUARANTEE=exactly_once (the
+    principal gets its transactional ids, docs/operations.md); the transaction coordinator and the
+    partition leaders are replicated 3 ways. A read_committed consumer sees every input once."""
+    caplog.set_level(logging.CRITICAL, logger="aiokafka")
+    stack, ns, cluster = cluster_stack, cluster_stack.namespace, cluster_stack.cluster
+    started = time.monotonic()
+    asyncio.run(kcluster.create_acls(cluster, kcluster.exactly_once_acls(PRINCIPAL, ns.name)))
+    assert stack.worker.stop() == 0, worker_log(stack)[-4000:]
+    env = {**stack.env(), "TEXTSTREAM_PROCESSING_GUARANTEE": "exactly_once"}
+
+    def start_worker(i: int) -> WorkerProcess:
+        stack.worker = WorkerProcess(env, stack.log_dir / f"worker-exactly-once-{i}.log")  # the fixture stops it
+        stack.worker.wait_ready(timeout=300)
+        return stack.worker
+
+    start_worker(0)
+    start = offsets_now(stack)
+    committed = accounting.Collector(stack.bootstrap, ns.labeled, ns.dlq, isolation_level="read_committed")
+    uncommitted = accounting.Collector(stack.bootstrap, ns.labeled, ns.dlq)
+    try:
+        baseline = committed.count
+        producer = accounting.Producer(stack.bootstrap, ns.raw, records("eos", EXACTLY_ONCE_N), EXACTLY_ONCE_RATE)
+        committed.wait_count(baseline + 1_000, timeout=180)
+        kcluster.stop_node(cluster, 0, signal.SIGKILL)
+        kcluster.start_node(cluster, 0)
+        isr_s = kcluster.wait_isr_full(cluster, timeout=180)
+        assert stack.worker.alive, f"the worker exited when a broker was killed\n{worker_log(stack)[-4000:]}"
+        committed.wait_count(committed.count + 500, timeout=180)
+        stack.worker.proc.kill()
+        stack.worker.proc.wait(timeout=30)
+        start_worker(1)
+        streaming = producer.sent < EXACTLY_ONCE_N
+        producer.join(timeout=300)
+        expected = keys_since(stack, start)
+        assert len(expected) == EXACTLY_ONCE_N
+        committed.wait_covered(expected, timeout=300)
+    finally:
+        committed.stop()
+        uncommitted.stop()
+    ids = {f"eos-{i}" for i in range(EXACTLY_ONCE_N)}
+    name = "cluster exactly_once: broker SIGKILL, then worker kill -9"
+    result = accounting.tally(name, mine(committed, start, ns.dlq), expected, ns.dlq, ids=ids,
+                              isolation_level="read_committed", isr_full_after_restart_s=round(isr_s, 1),
+                              wall_s=round(time.monotonic() - started, 1))
+    accounting.tally(name, mine(uncommitted, start, ns.dlq), expected, ns.dlq, ids=ids,
+                     isolation_level="read_uncommitted")
+    assert streaming, f"the stream ended before the worker kill: slow the producer down ({result.line()})"
+    assert result.lost == 0 and result.ids_lost == 0, f"{result.line()}\n{worker_log(stack)[-4000:]}"
+    assert result.duplicates == 0 and result.id_duplicates == 0, result.line()
+    assert result.unexpected == 0 and result.dead_lettered == 0, result.line()

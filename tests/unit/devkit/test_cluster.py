@@ -9,6 +9,8 @@ import pytest
 
 from devkit import cluster
 from devkit.kafka_local import KafkaLocalError
+from worker.config import load_settings
+from worker.transactions import transactional_id
 
 KAFKA_HOME = Path(__file__).resolve().parents[3] / "deploy" / "kafka"
 USERS = (("worker", "worker-pw"),)
@@ -79,6 +81,17 @@ def test_worker_acls_grant_no_create() -> None:
         ("GROUP", "textstream", "LITERAL")}
     assert acls[0].kafka_acls_args() == ("--add --allow-principal User:worker --operation Read --topic texts. "
                                          "--resource-pattern-type prefixed")
+
+
+def test_exactly_once_acls_cover_every_transactional_id_of_the_app_and_nothing_else() -> None:
+    acls = cluster.exactly_once_acls("User:worker", "textstream")
+    assert {(a.resource, a.name, a.pattern, a.operation) for a in acls} == {
+        ("TRANSACTIONAL_ID", "textstream-", "PREFIXED", "WRITE"), ("TRANSACTIONAL_ID", "textstream-", "PREFIXED", "DESCRIBE")}
+    settings = load_settings(app_id="textstream", input_topic="texts.raw")
+    assert transactional_id(settings, 7).startswith(acls[0].name)
+    # the command docs/operations.md gives for it
+    assert acls[0].kafka_acls_args() == ("--add --allow-principal User:worker --operation Write --transactional-id "
+                                         "textstream- --resource-pattern-type prefixed")
 
 
 def test_isr_full_names_what_is_missing() -> None:
