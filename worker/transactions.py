@@ -23,13 +23,13 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import ProducerFenced
+from aiokafka.errors import ProducerFenced, TransactionalIdAuthorizationFailed
 
 from worker.config import Settings
 from worker.errors import TextstreamError
 from worker.limits import Limits
 from worker.records import Outgoing, RawRecord
-from worker.security import ClientSecurity, start_client
+from worker.security import ClientSecurity, KafkaAuthError, start_client
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,26 @@ class Transactions:
     async def _initialise(self, partition: int, producer: Producer) -> None:
         await self._start(producer)
         # An empty transaction: begin waits for InitProducerId (the fencing), commit ends it locally.
-        await producer.begin_transaction()
+        # aiokafka asks for the producer id in its background sender task; a refusal (no ACL for the
+        # transactional id) ends that task and leaves begin_transaction waiting for ever, so both are watched.
+        init = asyncio.ensure_future(producer.begin_transaction())
+        sender = getattr(getattr(producer, "_sender", None), "sender_task", None)
+        await asyncio.wait([init, *([sender] if sender is not None else [])], return_when=asyncio.FIRST_COMPLETED)
+        if not init.done():
+            init.cancel()
+            assert sender is not None
+            exc = None if sender.cancelled() else sender.exception()
+            tid = transactional_id(self.settings, partition)
+            if isinstance(exc, TransactionalIdAuthorizationFailed):
+                raise KafkaAuthError(
+                    f"exactly-once: the broker refuses the transactional id {tid!r}: the worker's principal needs "
+                    f"Write and Describe on the transactional ids '{self.settings.app_id}-' (kafka-acls.sh --add "
+                    f"--allow-principal <principal> --operation Write --operation Describe --transactional-id "
+                    f"{self.settings.app_id}- --resource-pattern-type prefixed), or run with "
+                    f"TEXTSTREAM_PROCESSING_GUARANTEE=at_least_once") from exc
+            raise TextstreamError(f"exactly-once: the producer for {tid!r} stopped before it got a producer id: "
+                                  f"{exc!r}") from exc
+        init.result()
         await producer.commit_transaction()
 
     async def commit(self, records: Sequence[RawRecord], outgoing: Sequence[Outgoing]) -> None:

@@ -227,15 +227,25 @@ EXACTLY_ONCE_RATE = 100.0  # records/s: 60 s of stream, through a broker SIGKILL
 
 def test_exactly_once_as_worker_principal_through_a_broker_kill_and_a_worker_kill(
         cluster_stack: ClusterStack, caplog: pytest.LogCaptureFixture) -> None:
-    """The module's worker is replaced by one with TEXTSTREAM_PROCESSING_GUARANTEE=exactly_once (the
-    principal gets its transactional ids, docs/operations.md); the transaction coordinator and the
-    partition leaders are replicated 3 ways. A read_committed consumer sees every input once."""
+    """The module's worker is replaced by one with TEXTSTREAM_PROCESSING_GUARANTEE=exactly_once: first
+    refused for want of rights on its transactional ids, then with them (docs/operations.md); the
+    transaction state and the topics are replicated 3 ways. A read_committed consumer sees every
+    input once."""
     caplog.set_level(logging.CRITICAL, logger="aiokafka")
     stack, ns, cluster = cluster_stack, cluster_stack.namespace, cluster_stack.cluster
     started = time.monotonic()
-    asyncio.run(kcluster.create_acls(cluster, kcluster.exactly_once_acls(PRINCIPAL, ns.name)))
     assert stack.worker.stop() == 0, worker_log(stack)[-4000:]
     env = {**stack.env(), "TEXTSTREAM_PROCESSING_GUARANTEE": "exactly_once"}
+    # Without rights on its transactional ids, the worker stops at its first assignment, naming them.
+    refused = WorkerProcess(env, stack.log_dir / "worker-exactly-once-no-acl.log")
+    try:
+        refused.proc.wait(timeout=300)
+    finally:
+        refused.stop()
+    refusal = refused.log.read_text(errors="replace")
+    assert refused.proc.returncode != 0, refusal[-4000:]
+    assert f"Write and Describe on the transactional ids '{ns.name}-'" in refusal, refusal[-4000:]
+    asyncio.run(kcluster.create_acls(cluster, kcluster.exactly_once_acls(PRINCIPAL, ns.name)))
 
     def start_worker(i: int) -> WorkerProcess:
         stack.worker = WorkerProcess(env, stack.log_dir / f"worker-exactly-once-{i}.log")  # the fixture stops it

@@ -26,8 +26,9 @@ GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "textstream.json"
 WORKER_JOB = "textstream-worker"
 
-# Grafana's interval variables, replaced by a duration so the expression is plain PromQL.
-GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
+# Grafana's interval variables, replaced by a duration so the expression is plain PromQL, and the
+# dashboard's own `$job` at its default (checked in test_the_dashboard_selects_the_job_by_its_variable).
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h", "$job": WORKER_JOB}
 
 
 def promtool() -> str:
@@ -280,6 +281,17 @@ def test_dashboard_queries_name_only_exported_metrics() -> None:
         "textstream_confidence_bucket", "textstream_cluster_assignments_total", "textstream_model_version",
         "textstream_model_reloads_total",
     }
+
+
+def test_the_dashboard_selects_the_job_by_its_variable() -> None:
+    """A deployment whose scrape job has another name picks it in the dashboard's `job` variable."""
+    [job] = [v for v in load_dashboard()["templating"]["list"] if v["name"] == "job"]
+    assert job["type"] == "query" and job["query"]["query"] == "label_values(textstream_model_version, job)"
+    assert job["current"]["value"] == WORKER_JOB and not job["multi"]
+    matchers = [(where, m) for where, expr in dashboard_expressions()
+                for m in re.findall(r'\bjob\s*(?:=~|!~|!=|=)\s*"[^"]*"', expr)]
+    assert len(matchers) >= 40
+    assert [(w, m) for w, m in matchers if m != 'job="$job"'] == []
 
 
 def test_alert_rules_name_only_exported_metrics() -> None:

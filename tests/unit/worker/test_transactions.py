@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka.errors import KafkaTimeoutError, ProducerFenced
+from aiokafka.errors import KafkaTimeoutError, ProducerFenced, TransactionalIdAuthorizationFailed
 
 from tests.unit.worker.fakes import fake_bundle
 from worker import pipeline
@@ -19,6 +19,7 @@ from worker.config import load_settings
 from worker.publish import Labeller
 from worker.records import Outgoing, RawRecord, Source
 from worker.reload import Serving
+from worker.security import KafkaAuthError
 from worker.transactions import Fenced, NotOwned, Transactions, transactional_id
 
 pytestmark = pytest.mark.timeout(60)
@@ -137,6 +138,25 @@ async def test_every_assignment_initialises_fresh_producers_and_closes_the_old_o
     assert producers.log.index("stop 1") < producers.log.index("start 2")  # closed before the new ones start
     await txns.close()
     assert all(p.stopped for p in producers.made) and txns.partitions == set()
+
+
+async def test_a_transactional_id_without_acls_is_refused_naming_the_acl() -> None:
+    """aiokafka's sender task dies on TRANSACTIONAL_ID_AUTHORIZATION_FAILED while begin_transaction
+    waits for a producer id that never comes: the worker stops, saying which ACL is missing."""
+
+    class Refused(FakeProducer):
+        async def start(self) -> None:
+            async def refuse() -> None:
+                raise TransactionalIdAuthorizationFailed("grp-in-0")
+            self._sender = type("Sender", (), {"sender_task": asyncio.ensure_future(refuse())})()
+
+        async def begin_transaction(self) -> None:
+            await asyncio.Event().wait()  # as aiokafka's wait for the producer id: for ever
+
+    txns = Transactions(SETTINGS, lambda p: Refused(p, []))
+    with pytest.raises(KafkaAuthError, match="'grp-in-0'.*Write and Describe on the transactional ids 'grp-'"):
+        await asyncio.wait_for(txns.assign([0]), timeout=10)
+    assert txns.partitions == set()
 
 
 async def test_a_refused_send_aborts_that_partitions_transaction_and_raises() -> None:
