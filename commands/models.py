@@ -82,6 +82,14 @@ def show_text(root: Path, e: dict[str, Any]) -> str:
         lines.append(f"\n  {'class':<{width}}  precision  recall      f1  support")
         for name, v in per_class.items():
             lines.append(f"  {name:<{width}}  {v['precision']:>9.4f}  {v['recall']:>6.4f}  {v['f1']:>6.4f}  {v['support']:>7}")
+    terms = e.get("cluster_terms") or []
+    if terms:
+        lines.append("\n  cluster  top terms")
+        lines += [f"  {i:>7}  {', '.join(t) or '-'}" for i, t in enumerate(terms)]
+    ids = (ev.get("clustering") or {}).get("cluster_ids") or {}
+    if ids.get("matched_to_version") is not None:
+        lines.append(f"cluster ids: matched to version {ids['matched_to_version']}'s; "
+                     f"{100 * ids['changed_share']:.1f}% of {ids['texts']} training texts changed id")
     gate = e.get("gate") or {}
     if gate:
         against = (f"version {gate.get('current_version')} {_fmt(gate.get('current_f1'))}"

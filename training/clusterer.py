@@ -37,7 +37,7 @@ import tensorflow as tf
 from sklearn.cluster import KMeans
 from sklearn.decomposition import TruncatedSVD
 
-from training import features
+from training import cluster_ids, features
 from training.config import ClustererConfig
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,16 @@ class Clusterer:
     encoder: Any  # strings → unit latent vectors
     centroids: np.ndarray  # (k, latent_dim), unit rows
     history: list[dict[str, float]]  # per stage/iteration figures for the report
+    assigned: np.ndarray  # the cluster of each training text, as the worker would assign it
+    terms: list[list[str]]  # per cluster, its top TF-IDF terms (training/cluster_ids.py)
+
+    def renumbered(self, ids: np.ndarray) -> Clusterer:
+        """The same clusters under the ids `ids` (new cluster i becomes ids[i])."""
+        terms: list[list[str]] = [[] for _ in self.terms]
+        for i, name in enumerate(self.terms):
+            terms[int(ids[i])] = name
+        return Clusterer(self.encoder, cluster_ids.renumber(self.centroids, ids), self.history,
+                         ids[self.assigned], terms)
 
 
 def _sparse(x: sp.csr_matrix) -> tf.SparseTensor:
@@ -179,4 +189,7 @@ def fit(texts: Sequence[str], n_clusters: int, cfg: ClustererConfig, seed: int =
     text = keras.Input(shape=(1,), dtype="string", name="text")
     out = keras.layers.UnitNormalization(name="embedding")(latent(tfidf(counts(text))))
     encoder = keras.Model(text, out, name="encoder")
-    return Clusterer(encoder, _unit(mu.numpy()).astype(np.float32), history)
+    centroids = _unit(mu.numpy()).astype(np.float32)
+    # The highest cosine similarity, as the worker assigns (the Student-t kernel is monotone in it).
+    assigned = (trainer.embed() @ centroids.T).argmax(axis=1)
+    return Clusterer(encoder, centroids, history, assigned, cluster_ids.top_terms(x, assigned, vocab.terms, n_clusters))

@@ -47,9 +47,8 @@ def decide(new_f1: float, current_f1: float | None, tolerance: float, force: boo
     return Decision(ok or force, new_f1, current_f1, current_version, tolerance, force)
 
 
-def current_macro_f1(model_dir: Path, texts: Sequence[str], y_true: np.ndarray,
-                     labels: Sequence[str]) -> tuple[int, float] | None:
-    """(version, macro-F1) of the version being served, on these texts; None if there is none.
+def load_current(model_dir: Path) -> tuple[int, bundle.Bundle] | None:
+    """(version, bundle) of the version being served; None if there is none.
 
     A current version that cannot be loaded is logged and treated as absent: replacing it is the fix.
     """
@@ -57,14 +56,19 @@ def current_macro_f1(model_dir: Path, texts: Sequence[str], y_true: np.ndarray,
         return None
     try:
         version = registry.serving_version(model_dir)
-        served = bundle.load(model_dir / str(version))
+        return version, bundle.load(model_dir / str(version))
     except TextstreamError as exc:
-        logger.warning("quality gate: cannot load the current version (%s); comparing with nothing", exc)
+        logger.warning("cannot load the current version (%s): the quality gate compares with nothing and "
+                       "cluster ids start afresh", exc)
         return None
+
+
+def macro_f1(served: bundle.Bundle, texts: Sequence[str], y_true: np.ndarray, labels: Sequence[str]) -> float:
+    """The served version's macro-F1 on these texts; a label it does not know counts as a wrong answer."""
     predicted = []
     for start in range(0, len(texts), 256):
         probs = served.infer(list(texts[start:start + 256])).probs  # labels as served
         predicted += [served.labels[i] for i in probs.argmax(axis=1)]
     truth = [labels[i] for i in y_true]
     f1 = f1_score(truth, predicted, labels=list(labels), average="macro", zero_division=0)
-    return version, round(float(f1), 4)
+    return round(float(f1), 4)

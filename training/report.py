@@ -39,6 +39,7 @@ class ReportInput:
     branches: dict[str, Any] = field(default_factory=dict)  # {"accuracy": {...}, "weights": {...}}
     probs: np.ndarray | None = None  # served (calibrated) probabilities of the evaluation texts
     calibration: dict[str, Any] = field(default_factory=dict)  # training.calibration.summary
+    cluster_terms: Sequence[Sequence[str]] = ()  # per cluster id, its top terms (training/cluster_ids.py)
 
 
 def _tick(label: str, i: int) -> str:
@@ -201,6 +202,7 @@ def markdown(r: ReportInput) -> str:
             composition.append([c, len(members), labels[best], f"{top[best] / len(members):.2f}"])
         else:
             composition.append([c, 0, "–", "–"])
+        composition[-1].append(", ".join(r.cluster_terms[c]) if c < len(r.cluster_terms) else "")
     timing = ", ".join(f"{k} {v:.0f} s" for k, v in r.timings.items())
     acc, w = r.branches.get("accuracy") or {}, r.branches.get("weights") or {}
     branch_line = ""
@@ -208,6 +210,12 @@ def markdown(r: ReportInput) -> str:
         branch_line = (f"Each branch alone on this split: LSTM {acc['lstm']:.4f}, n-grams {acc['ngrams']:.4f}. "
                        f"Their weights in the served model (chosen on the validation texts): "
                        f"{registry.describe_mix(w)}.\n")
+    ids = clu.get("cluster_ids") or {}
+    if ids.get("matched_to_version") is not None:
+        ids_line = (f"Cluster ids were matched to version {ids['matched_to_version']}'s by the {ids['texts']} training "
+                    f"texts they share: {ids['changed_share']:.1%} of those texts changed cluster id.\n")
+    else:
+        ids_line = "No version was serving: cluster ids start here.\n"
     settings = "\n".join(f"- `{k}`: {v}" for k, v in r.settings.items())
     corner = "true \\ predicted"
     return f"""# Model version report
@@ -241,7 +249,8 @@ Fitted without labels; the labels only score them.
 |---|---|---|---|---|
 | {clu['nmi']:.4f} | {clu['ari']:.4f} | {clu['purity']:.4f} | {clu['silhouette']:.4f} | {k} |
 
-{_table(['cluster', 'texts', 'most common label', 'share'], composition)}
+{ids_line}
+{_table(['cluster', 'texts', 'most common label', 'share', 'top terms (its name)'], composition)}
 
 ![embeddings coloured by cluster]({EMBEDDINGS_PNG})
 

@@ -14,10 +14,10 @@ import keras
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from training import calibration, classifier, clusterer, data, evaluate, gate, report
+from training import calibration, classifier, cluster_ids, clusterer, data, evaluate, gate, report
 from training.config import TrainConfig
 from worker import registry, topics
-from worker.bundle import CENTROIDS, CLASSIFIER, ENCODER, compile_infer
+from worker.bundle import CENTROIDS, CLASSIFIER, ENCODER, Bundle, compile_infer
 from worker.config import Settings, load_settings
 from worker.errors import DataError
 from worker.predict import assign_clusters
@@ -56,6 +56,13 @@ def _infer(classifier_model: Any, encoder: Any, texts: Sequence[str]) -> tuple[n
         probs.append(p)
         emb.append(e)
     return np.concatenate(probs), np.concatenate(emb)
+
+
+def _clusters(served: Bundle, texts: Sequence[str]) -> np.ndarray:
+    """The cluster a served version assigns each text."""
+    ids = [assign_clusters(served.infer(list(texts[i:i + 256])).embeddings, served.centroids)[0]
+           for i in range(0, len(texts), 256)]
+    return np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
 
 
 def _accuracy(model: Any, texts: Sequence[str], y: np.ndarray) -> float:
@@ -144,6 +151,16 @@ def train(paths: Sequence[Path], model_dir: Path, cfg: TrainConfig = TrainConfig
     cluster_texts = tr_x + te_x if cfg.cluster_eval_texts else tr_x
     clu = clusterer.fit(cluster_texts, n_clusters, cfg.clusterer, cfg.seed)
     history["clusterer"] = clu.history
+    served = gate.load_current(model_dir)
+    stability: dict[str, Any] = {"matched_to_version": None}
+    if served is not None:  # keep the served version's cluster ids (training/cluster_ids.py)
+        before = _clusters(served[1], cluster_texts)
+        matching = cluster_ids.match(before, clu.assigned, len(served[1].centroids), n_clusters)
+        clu = clu.renumbered(matching.ids)
+        stability = {"matched_to_version": served[0], "texts": len(cluster_texts),
+                     "changed_share": round(matching.changed_share, 4)}
+        logger.info("cluster ids matched to version %d: %.1f%% of the %d training texts changed cluster id",
+                    served[0], 100 * matching.changed_share, len(cluster_texts))
     timings["clusterer"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -159,10 +176,11 @@ def train(paths: Sequence[Path], model_dir: Path, cfg: TrainConfig = TrainConfig
     logger.info("calibration temperature=%.3f on the evaluation split: ECE %s -> %s", temperature,
                 calibrated["evaluation"]["ece_before"], calibrated["evaluation"]["ece_after"])
 
-    current = gate.current_macro_f1(model_dir, te_x, te_y, names)
+    current = (served[0], gate.macro_f1(served[1], te_x, te_y, names)) if served is not None else None
     decision = gate.decide(metrics["macro_f1"], current[1] if current else None, cfg.gate_tolerance, cfg.force,
                            current[0] if current else None)
     (logger.info if decision.publish else logger.warning)("%s", decision.describe())
+    clu_eval = {**clu_eval, "cluster_ids": stability}
     details = {"classification": cls_eval, "clustering": clu_eval, "branch_weights": history.get("mix", [{}])[0],
                "branch_accuracy": branch_accuracy}
     if not decision.publish:
@@ -179,7 +197,7 @@ def train(paths: Sequence[Path], model_dir: Path, cfg: TrainConfig = TrainConfig
             labels=names, classification=cls_eval, clustering=clu_eval, history=history, embeddings=emb,
             clusters=clusters, y_true=te_y, data=d["summary"], settings=_flat(cfg.model_dump()), timings=timings,
             branches={"accuracy": branch_accuracy, "weights": details["branch_weights"]},
-            probs=probs, calibration=calibrated,
+            probs=probs, calibration=calibrated, cluster_terms=clu.terms,
         ))
         return {
             "labels": names,
@@ -188,6 +206,8 @@ def train(paths: Sequence[Path], model_dir: Path, cfg: TrainConfig = TrainConfig
             # The input fields the text is made of, joined as worker/textfields.py joins them.
             "text_fields": list(cfg.text_fields),
             "n_clusters": n_clusters,
+            # Per cluster id, its top terms: the cluster's name (training/cluster_ids.py).
+            "cluster_terms": clu.terms,
             "embedding_dim": int(clu.centroids.shape[1]),
             "data": d["summary"],
             "config": cfg.model_dump(),

@@ -104,29 +104,21 @@ class Transactions:
                         self.settings.input_topic, ",".join(map(str, wanted)))
 
     async def _initialise(self, partition: int, producer: Producer) -> None:
-        await self._start(producer)
-        # An empty transaction: begin waits for InitProducerId (the fencing), commit ends it locally.
-        # aiokafka asks for the producer id in its background sender task; a refusal (no ACL for the
-        # transactional id) ends that task and leaves begin_transaction waiting for ever, so both are watched.
-        init = asyncio.ensure_future(producer.begin_transaction())
-        sender = getattr(getattr(producer, "_sender", None), "sender_task", None)
-        await asyncio.wait([init, *([sender] if sender is not None else [])], return_when=asyncio.FIRST_COMPLETED)
-        if not init.done():
-            init.cancel()
-            assert sender is not None
-            exc = None if sender.cancelled() else sender.exception()
-            tid = transactional_id(self.settings, partition)
-            if isinstance(exc, TransactionalIdAuthorizationFailed):
-                raise KafkaAuthError(
-                    f"exactly-once: the broker refuses the transactional id {tid!r}: the worker's principal needs "
-                    f"Write and Describe on the transactional ids '{self.settings.app_id}-' (kafka-acls.sh --add "
-                    f"--allow-principal <principal> --operation Write --operation Describe --transactional-id "
-                    f"{self.settings.app_id}- --resource-pattern-type prefixed), or run with "
-                    f"TEXTSTREAM_PROCESSING_GUARANTEE=at_least_once") from exc
-            raise TextstreamError(f"exactly-once: the producer for {tid!r} stopped before it got a producer id: "
-                                  f"{exc!r}") from exc
-        init.result()
-        await producer.commit_transaction()
+        # aiokafka's start asks for the producer id (InitProducerId: the fencing); the empty
+        # transaction makes sure of it whatever the version does (begin waits for the id, commit
+        # ends it without a request).
+        try:
+            await self._start(producer)
+            await producer.begin_transaction()
+            await producer.commit_transaction()
+        except TransactionalIdAuthorizationFailed as exc:
+            raise KafkaAuthError(
+                f"exactly-once: the broker refuses the transactional id "
+                f"{transactional_id(self.settings, partition)!r}: the worker's principal needs Write and Describe on "
+                f"the transactional ids '{self.settings.app_id}-' (kafka-acls.sh --add --allow-principal <principal> "
+                f"--operation Write --operation Describe --transactional-id {self.settings.app_id}- "
+                f"--resource-pattern-type prefixed), or run with TEXTSTREAM_PROCESSING_GUARANTEE=at_least_once"
+            ) from exc
 
     async def commit(self, records: Sequence[RawRecord], outgoing: Sequence[Outgoing]) -> None:
         """Each input partition's share of the batch in its own transaction: its outputs, then the
@@ -152,9 +144,11 @@ class Transactions:
         await producer.begin_transaction()
         try:
             acks = [await producer.send(o.topic, o.value, key=o.key, headers=o.headers) for o in outgoing]
-            await asyncio.gather(*acks)
+            # The offsets travel while the outputs are produced (one round trip less per batch); the
+            # commit waits for every output (aiokafka flushes first) and fails if one failed.
             await producer.send_offsets_to_transaction(
                 {TopicPartition(self.settings.input_topic, partition): offset}, self.settings.app_id)
+            await asyncio.gather(*acks)
             await producer.commit_transaction()
         except ProducerFenced as exc:
             raise Fenced(f"{self.settings.input_topic}/{partition} belongs to another worker now (this one was "

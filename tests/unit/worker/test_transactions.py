@@ -141,21 +141,16 @@ async def test_every_assignment_initialises_fresh_producers_and_closes_the_old_o
 
 
 async def test_a_transactional_id_without_acls_is_refused_naming_the_acl() -> None:
-    """aiokafka's sender task dies on TRANSACTIONAL_ID_AUTHORIZATION_FAILED while begin_transaction
-    waits for a producer id that never comes: the worker stops, saying which ACL is missing."""
+    """aiokafka raises TRANSACTIONAL_ID_AUTHORIZATION_FAILED from start (its InitProducerId): the
+    worker stops, saying which ACL is missing."""
 
     class Refused(FakeProducer):
         async def start(self) -> None:
-            async def refuse() -> None:
-                raise TransactionalIdAuthorizationFailed("grp-in-0")
-            self._sender = type("Sender", (), {"sender_task": asyncio.ensure_future(refuse())})()
-
-        async def begin_transaction(self) -> None:
-            await asyncio.Event().wait()  # as aiokafka's wait for the producer id: for ever
+            raise TransactionalIdAuthorizationFailed("grp-in-0")
 
     txns = Transactions(SETTINGS, lambda p: Refused(p, []))
     with pytest.raises(KafkaAuthError, match="'grp-in-0'.*Write and Describe on the transactional ids 'grp-'"):
-        await asyncio.wait_for(txns.assign([0]), timeout=10)
+        await txns.assign([0])
     assert txns.partitions == set()
 
 
