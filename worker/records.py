@@ -112,6 +112,7 @@ class Prediction:
     cluster_similarity: float
     explanation: dict[str, Any] | None = None  # with TEXTSTREAM_EXPLAIN (worker/explain.py)
     lstm_ran: bool = True  # False: the n-gram branch decided; confidence and scores are a bound (worker/lstm_skip.py)
+    cluster_terms: tuple[str, ...] = ()  # the cluster's name: its top terms (empty for versions without names)
 
 
 @dataclass(frozen=True, slots=True)

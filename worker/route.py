@@ -118,6 +118,7 @@ def encode_result(
         scores=pred.scores,
         cluster_id=pred.cluster_id,
         cluster_similarity=pred.cluster_similarity,
+        cluster_terms=list(pred.cluster_terms),
         model_version=model_version,
         text=msg.text,
         source={"topic": msg.source.topic, "partition": msg.source.partition, "offset": msg.source.offset},

@@ -264,11 +264,12 @@ def test_exactly_once_as_worker_principal_through_a_broker_kill_and_a_worker_kil
         kcluster.start_node(cluster, 0)
         isr_s = kcluster.wait_isr_full(cluster, timeout=180)
         assert stack.worker.alive, f"the worker exited when a broker was killed\n{worker_log(stack)[-4000:]}"
+        producer.last_at_least(60)  # through the worker kill and its successor's start, however slow
         committed.wait_count(committed.count + 500, timeout=180)
+        streaming = producer.sent < EXACTLY_ONCE_N
         stack.worker.proc.kill()
         stack.worker.proc.wait(timeout=30)
         start_worker(1)
-        streaming = producer.sent < EXACTLY_ONCE_N
         producer.join(timeout=300)
         expected = keys_since(stack, start)
         assert len(expected) == EXACTLY_ONCE_N

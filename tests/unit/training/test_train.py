@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gzip
 import re
 from pathlib import Path
 
@@ -12,6 +13,9 @@ from training.train import train
 from worker import bundle, registry
 from worker.config import load_settings
 from worker.errors import DataError
+from worker.predict import assign_clusters
+
+BBC_TEST = Path(__file__).resolve().parents[3] / "data" / "bbc_news_test.jsonl.gz"
 
 
 def test_training_publishes_a_verified_version_that_learned(tiny_registry: Path) -> None:
@@ -155,3 +159,30 @@ def test_a_label_too_long_for_a_topic_name_with_the_prefix_refuses_the_training(
 
 def test_the_manifest_records_the_prefix_the_labels_were_checked_against(tiny_registry: Path) -> None:
     assert registry.read_manifest(tiny_registry / "1")["label_topic_prefix"] == "texts.label."
+
+
+def test_a_second_version_on_the_same_data_keeps_the_cluster_ids(tiny_registry: Path, tmp_path: Path) -> None:
+    """Two versions trained on the same data (another seed, so k-means and DEC number the clusters
+    their own way): the second takes the first's ids, and the texts whose id changed are few. The
+    report's figure is checked against both versions assigning held-out texts."""
+    reg = copy_registry(tiny_registry, tmp_path / "r")
+    sources = [Path(p) for p in registry.read_manifest(reg / "1")["data"]["sources"]]
+    second = train(sources, reg, TINY.model_copy(update={"seed": 7, "force": True}))
+    assert second.version == 2
+    manifest = registry.read_manifest(reg / "2")
+    ids = manifest["evaluation"]["clustering"]["cluster_ids"]
+    assert ids["matched_to_version"] == 1 and ids["texts"] == 400
+
+    first_b, second_b = bundle.load(reg / "1"), bundle.load(reg / "2")
+    with gzip.open(BBC_TEST, "rt") as fh:
+        texts = [orjson.loads(line)["text"] for line in fh][:300]
+
+    def clusters(b: bundle.Bundle) -> np.ndarray:
+        return assign_clusters(b.infer(texts).embeddings, b.centroids)[0]
+
+    changed = float(np.mean(clusters(first_b) != clusters(second_b)))
+    print(f"cluster ids changed: {ids['changed_share']:.1%} of the training texts, {changed:.1%} of 300 held-out")
+    assert ids["changed_share"] < 0.05 and changed < 0.05
+    terms = manifest["cluster_terms"]
+    assert len(terms) == manifest["n_clusters"] and all(len(t) == 5 for t in terms)
+    assert "cluster ids were matched to version 1" in (reg / "2" / "report" / "report.md").read_text().lower()

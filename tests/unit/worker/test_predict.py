@@ -38,7 +38,17 @@ def test_predict_gives_one_prediction_per_message(tiny_bundle) -> None:  # type:
         assert p.confidence == max(p.scores.values())
         assert 0 <= p.cluster_id < tiny_bundle.centroids.shape[0]
         assert -1.0 <= p.cluster_similarity <= 1.0
+        assert list(p.cluster_terms) == tiny_bundle.manifest["cluster_terms"][p.cluster_id] and p.cluster_terms
     assert predict.predict(tiny_bundle, []) == []
+
+
+@pytest.mark.parametrize("terms", [None, [["a"]], "abc", [["a"], 3, ["b"], ["c"], ["d"]]])
+def test_a_version_without_cluster_names_gives_none(tiny_bundle, terms: object) -> None:  # type: ignore[no-untyped-def]
+    """Versions trained before clusters had names (or a list that does not fit) serve no terms."""
+    import dataclasses
+
+    unnamed = dataclasses.replace(tiny_bundle, manifest={**tiny_bundle.manifest, "cluster_terms": terms})
+    assert [p.cluster_terms for p in predict.predict(unnamed, messages(TEXTS))] == [(), (), ()]
 
 
 def test_predict_is_deterministic_and_batch_independent(tiny_bundle) -> None:  # type: ignore[no-untyped-def]

@@ -19,11 +19,11 @@ def dec(value: bytes | None, limit: int = 20_000, **kw: object) -> TextMessage |
 def test_encode_result_has_the_output_contract() -> None:
     msg = dec(orjson.dumps({"id": "m-2", "text": "t", "lang": "en"}), received_at=10.0)
     assert isinstance(msg, TextMessage)
-    pred = Prediction("sport", 0.9, {"sport": 0.9, "tech": 0.1}, 2, 0.75)
+    pred = Prediction("sport", 0.9, {"sport": 0.9, "tech": 0.1}, 2, 0.75, cluster_terms=("match", "goal"))
     out = orjson.loads(encode_result(msg, pred, 7, 11.0))
     assert out == {
         "lang": "en", "id": "m-2", "label": "sport", "confidence": 0.9, "scores": {"sport": 0.9, "tech": 0.1},
-        "cluster_id": 2, "cluster_similarity": 0.75, "model_version": 7, "text": "t",
+        "cluster_id": 2, "cluster_similarity": 0.75, "cluster_terms": ["match", "goal"], "model_version": 7, "text": "t",
         "source": {"topic": "texts.raw", "partition": 3, "offset": 41},
         "received_at": 10.0, "processed_at": 11.0,
     }
