@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import keras
@@ -50,6 +50,9 @@ class Clusterer:
     history: list[dict[str, float]]  # per stage/iteration figures for the report
     assigned: np.ndarray  # the cluster of each training text, as the worker would assign it
     terms: list[list[str]]  # per cluster, its top TF-IDF terms (training/cluster_ids.py)
+    # The partition of the training texts after each stage, for the report's ablation: LSA + k-means
+    # (the SVD start alone), the autoencoder's embedding + k-means, and + DEC (= `assigned`).
+    stages: dict[str, np.ndarray] = field(default_factory=dict)
 
     def renumbered(self, ids: np.ndarray) -> Clusterer:
         """The same clusters under the ids `ids` (new cluster i becomes ids[i])."""
@@ -57,7 +60,7 @@ class Clusterer:
         for i, name in enumerate(self.terms):
             terms[int(ids[i])] = name
         return Clusterer(self.encoder, cluster_ids.renumber(self.centroids, ids), self.history,
-                         ids[self.assigned], terms)
+                         ids[self.assigned], terms, self.stages)
 
 
 def _sparse(x: sp.csr_matrix) -> tf.SparseTensor:
@@ -152,6 +155,8 @@ def fit(texts: Sequence[str], n_clusters: int, cfg: ClustererConfig, seed: int =
     latent.kernel.assign(svd.components_.T.astype(np.float32))
     decoder.kernel.assign(svd.components_.astype(np.float32))
     trainer = _Trainer(x, latent, cfg, seed)
+    stages = {"lsa_kmeans": KMeans(n_clusters, n_init=cfg.kmeans_inits, random_state=seed)
+              .fit(_unit(trainer.embed())).labels_}
     history: list[dict[str, float]] = []
     for epoch in range(cfg.ae_epochs):
         loss = trainer.autoencoder(decoder)
@@ -161,6 +166,7 @@ def fit(texts: Sequence[str], n_clusters: int, cfg: ClustererConfig, seed: int =
     # k-means in the latent space, then DEC.
     z = _unit(trainer.embed())
     kmeans = KMeans(n_clusters, n_init=cfg.kmeans_inits, random_state=seed).fit(z)
+    stages["autoencoder_kmeans"] = kmeans.labels_
     sizes = np.bincount(kmeans.labels_, minlength=n_clusters)
     align = cfg.align == "always" or (cfg.align == "auto" and sizes.max() >= 3 * max(sizes.min(), 1))
     logger.info("k-means cluster sizes %s: DEC starts from %s", sizes.tolist(),
@@ -192,4 +198,6 @@ def fit(texts: Sequence[str], n_clusters: int, cfg: ClustererConfig, seed: int =
     centroids = _unit(mu.numpy()).astype(np.float32)
     # The highest cosine similarity, as the worker assigns (the Student-t kernel is monotone in it).
     assigned = (trainer.embed() @ centroids.T).argmax(axis=1)
-    return Clusterer(encoder, centroids, history, assigned, cluster_ids.top_terms(x, assigned, vocab.terms, n_clusters))
+    stages["dec"] = assigned
+    return Clusterer(encoder, centroids, history, assigned, cluster_ids.top_terms(x, assigned, vocab.terms, n_clusters),
+                     stages)

@@ -67,3 +67,8 @@ def headline(cls: dict[str, Any], clu: dict[str, Any]) -> dict[str, float]:
     """The figures that go to the manifest's `metrics` and the gate."""
     both = {**cls, **clu}
     return {k: float(both[k]) for k in HEADLINE}
+
+
+def cluster_ablation(stages: dict[str, np.ndarray], y_true: np.ndarray) -> dict[str, float]:
+    """NMI of each clusterer stage's partition (training/clusterer.py `stages`) against the labels."""
+    return {name: _r(normalized_mutual_info_score(y_true, part)) for name, part in stages.items()}

@@ -207,15 +207,22 @@ def markdown(r: ReportInput) -> str:
     acc, w = r.branches.get("accuracy") or {}, r.branches.get("weights") or {}
     branch_line = ""
     if "ngrams" in acc and "lstm_weight" in w:
-        branch_line = (f"Each branch alone on this split: LSTM {acc['lstm']:.4f}, n-grams {acc['ngrams']:.4f}. "
-                       f"Their weights in the served model (chosen on the validation texts): "
-                       f"{registry.describe_mix(w)}.\n")
+        branch_line = (f"What each branch adds, accuracy on this split: the n-gram branch alone {acc['ngrams']:.4f}, "
+                       f"the LSTM alone {acc['lstm']:.4f}, the mix (served) {cls['accuracy']:.4f}. Their weights in "
+                       f"the served model (chosen on the validation texts): {registry.describe_mix(w)}.\n")
     ids = clu.get("cluster_ids") or {}
     if ids.get("matched_to_version") is not None:
         ids_line = (f"Cluster ids were matched to version {ids['matched_to_version']}'s by the {ids['texts']} training "
                     f"texts they share: {ids['changed_share']:.1%} of those texts changed cluster id.\n")
     else:
         ids_line = "No version was serving: cluster ids start here.\n"
+    stage_names = {"lsa_kmeans": "LSA + k-means (the SVD start alone)",
+                   "autoencoder_kmeans": "the autoencoder's embedding + k-means", "dec": "+ DEC (served)"}
+    ablation = clu.get("ablation_nmi") or {}
+    ablation_line = ""
+    if ablation:
+        ablation_line = (f"What each stage adds, NMI on the {clu.get('ablation_texts', 'evaluation')} texts: "
+                         + "; ".join(f"{stage_names.get(k, k)} {v:.4f}" for k, v in ablation.items()) + ".\n")
     settings = "\n".join(f"- `{k}`: {v}" for k, v in r.settings.items())
     corner = "true \\ predicted"
     return f"""# Model version report
@@ -249,7 +256,7 @@ Fitted without labels; the labels only score them.
 |---|---|---|---|---|
 | {clu['nmi']:.4f} | {clu['ari']:.4f} | {clu['purity']:.4f} | {clu['silhouette']:.4f} | {k} |
 
-{ids_line}
+{ablation_line}{ids_line}
 {_table(['cluster', 'texts', 'most common label', 'share', 'top terms (its name)'], composition)}
 
 ![embeddings coloured by cluster]({EMBEDDINGS_PNG})

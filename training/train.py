@@ -180,7 +180,12 @@ def train(paths: Sequence[Path], model_dir: Path, cfg: TrainConfig = TrainConfig
     decision = gate.decide(metrics["macro_f1"], current[1] if current else None, cfg.gate_tolerance, cfg.force,
                            current[0] if current else None)
     (logger.info if decision.publish else logger.warning)("%s", decision.describe())
-    clu_eval = {**clu_eval, "cluster_ids": stability}
+    # Each stage of the clusterer on the evaluation texts (the clusterer saw them, without labels), or
+    # on the training texts when it did not.
+    rows, y_rows = (slice(len(tr_x), None), te_y) if cfg.cluster_eval_texts else (slice(0, len(tr_x)), tr_y)
+    ablation = evaluate.cluster_ablation({k: v[rows] for k, v in clu.stages.items()}, y_rows)
+    clu_eval = {**clu_eval, "cluster_ids": stability, "ablation_nmi": ablation,
+                "ablation_texts": "evaluation" if cfg.cluster_eval_texts else "training"}
     details = {"classification": cls_eval, "clustering": clu_eval, "branch_weights": history.get("mix", [{}])[0],
                "branch_accuracy": branch_accuracy}
     if not decision.publish:

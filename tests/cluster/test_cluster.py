@@ -247,16 +247,19 @@ def test_exactly_once_as_worker_principal_through_a_broker_kill_and_a_worker_kil
     assert f"Write and Describe on the transactional ids '{ns.name}-'" in refusal, refusal[-4000:]
     asyncio.run(kcluster.create_acls(cluster, kcluster.exactly_once_acls(PRINCIPAL, ns.name)))
 
+    started_here: list[WorkerProcess] = []
+
     def start_worker(i: int) -> WorkerProcess:
-        stack.worker = WorkerProcess(env, stack.log_dir / f"worker-exactly-once-{i}.log")  # the fixture stops it
+        stack.worker = WorkerProcess(env, stack.log_dir / f"worker-exactly-once-{i}.log")
+        started_here.append(stack.worker)
         stack.worker.wait_ready(timeout=300)
         return stack.worker
 
-    start_worker(0)
-    start = offsets_now(stack)
     committed = accounting.Collector(stack.bootstrap, ns.labeled, ns.dlq, isolation_level="read_committed")
     uncommitted = accounting.Collector(stack.bootstrap, ns.labeled, ns.dlq)
     try:
+        start_worker(0)
+        start = offsets_now(stack)
         baseline = committed.count
         producer = accounting.Producer(stack.bootstrap, ns.raw, records("eos", EXACTLY_ONCE_N), EXACTLY_ONCE_RATE)
         committed.wait_count(baseline + 1_000, timeout=180)
@@ -277,6 +280,8 @@ def test_exactly_once_as_worker_principal_through_a_broker_kill_and_a_worker_kil
     finally:
         committed.stop()
         uncommitted.stop()
+        for w in started_here:  # the module fixture stops only the worker it started
+            w.stop()
     ids = {f"eos-{i}" for i in range(EXACTLY_ONCE_N)}
     name = "cluster exactly_once: broker SIGKILL, then worker kill -9"
     result = accounting.tally(name, mine(committed, start, ns.dlq), expected, ns.dlq, ids=ids,

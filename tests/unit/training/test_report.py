@@ -80,9 +80,21 @@ def test_markdown_carries_the_cluster_figures_and_composition() -> None:
     md = report.markdown(make_input())
     assert "| 0.4321 | 0.2500 | 0.6667 | 0.1200 | 3 |" in md  # NMI, ARI, purity, silhouette, clusters
     # cluster 0 holds sport, sport, 体育; cluster 1 nothing; cluster 2 体育, tech, tech
-    assert "| 0 | 3 | sport | 0.67 |" in md
-    assert "| 1 | 0 | – | – |" in md
-    assert "| 2 | 3 | tech | 0.67 |" in md
+    assert "| 0 | 3 | sport | 0.67 |  |" in md
+    assert "| 1 | 0 | – | – |  |" in md
+    assert "| 2 | 3 | tech | 0.67 |  |" in md
+    assert "No version was serving: cluster ids start here." in md
+
+
+def test_markdown_names_the_clusters_and_says_how_their_ids_were_kept() -> None:
+    clustering = {**make_input().clustering, "cluster_ids": {"matched_to_version": 4, "texts": 800, "changed_share": 0.021},
+                  "ablation_nmi": {"lsa_kmeans": 0.41, "autoencoder_kmeans": 0.42, "dec": 0.4321},
+                  "ablation_texts": "evaluation"}
+    md = report.markdown(make_input(clustering=clustering, cluster_terms=[["goal", "match"], [], ["chip", "phone"]]))
+    assert "| 0 | 3 | sport | 0.67 | goal, match |" in md and "| 2 | 3 | tech | 0.67 | chip, phone |" in md
+    assert "matched to version 4's by the 800 training texts they share: 2.1% of those texts changed cluster id" in md
+    assert ("NMI on the evaluation texts: LSA + k-means (the SVD start alone) 0.4100; the autoencoder's embedding + "
+            "k-means 0.4200; + DEC (served) 0.4321.") in md
 
 
 def test_markdown_carries_data_timings_settings_and_branches() -> None:
@@ -91,7 +103,8 @@ def test_markdown_carries_data_timings_settings_and_branches() -> None:
             in md)
     assert "Training time: classifier 12 s, clusterer 4 s." in md
     assert "- `seed`: 0\n- `epochs`: 3" in md
-    assert "Each branch alone on this split: LSTM 0.7500, n-grams 0.8000." in md
+    assert ("What each branch adds, accuracy on this split: the n-gram branch alone 0.8000, the LSTM alone 0.7500, "
+            "the mix (served) 0.8125.") in md
     assert "LSTM weight 0.4, n-gram weight 0.6." in md
 
 
@@ -101,7 +114,7 @@ def test_markdown_carries_data_timings_settings_and_branches() -> None:
 )
 def test_markdown_without_a_second_branch_has_no_branch_line(branches: dict[str, Any]) -> None:
     md = report.markdown(make_input(branches=branches))
-    assert "Each branch alone" not in md
+    assert "What each branch adds" not in md
     assert "| 0.8125 | 0.7900 |" in md
 
 

@@ -32,6 +32,12 @@ def test_training_publishes_a_verified_version_that_learned(tiny_registry: Path)
     assert 0.0 < metrics["macro_f1"] <= 1.0
     assert set(metrics) == {"accuracy", "macro_f1", "nmi", "ari", "purity", "silhouette"}
     assert manifest["gate"]["publish"] is True and manifest["gate"]["current_f1"] is None
+    # The clusterer's ablation: each stage on the evaluation texts; the last is the served partition.
+    ablation = manifest["evaluation"]["clustering"]["ablation_nmi"]
+    assert list(ablation) == ["lsa_kmeans", "autoencoder_kmeans", "dec"]
+    assert abs(ablation["dec"] - metrics["nmi"]) < 0.02 and all(0 <= v <= 1 for v in ablation.values())
+    report = (tiny_registry / "1" / "report" / "report.md").read_text()
+    assert "LSA + k-means (the SVD start alone)" in report and "the n-gram branch alone" in report
 
 
 def test_report_files_are_hashed_and_agree_with_the_manifest(tiny_registry: Path) -> None:
