@@ -57,10 +57,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
                     settings.min_confidence, settings.thresholds or "none", settings.review_topic)
     logger.info(
         "worker app_id=%s broker=%s security=%s input=%s output=%s dlq=%s registry=%s version=%d batch_size=%d "
-        "batch_max_wait=%.3fs web=%s:%d topics=%s created_topics=%s",
+        "batch_max_wait=%.3fs guarantee=%s web=%s:%d topics=%s created_topics=%s",
         settings.app_id, settings.bootstrap_servers, access.describe(), settings.input_topic, settings.output_topic,
         settings.dlq_topic, settings.model_dir, version, settings.batch_size, settings.batch_max_wait,
-        settings.web_host, settings.web_port,
+        settings.processing_guarantee, settings.web_host, settings.web_port,
         topics.TopicSpec.from_settings(settings).describe() if settings.create_topics else "pre-created (not creating)",
         ",".join(created) or "none",
     )

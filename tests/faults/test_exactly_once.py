@@ -56,6 +56,7 @@ def run_stream(stack: Stack, name: str, during: Callable[[accounting.Collector],
 def test_a_worker_joins_and_one_leaves_mid_stream(stack: Stack) -> None:
     first = stack.start_worker(**EXACTLY_ONCE)
     stack.wait_ready(first, timeout=180)
+    assert "guarantee=exactly_once" in first.log.read_text(errors="replace")  # the start line says which
 
     def during(collector: accounting.Collector) -> dict[str, object]:
         collector.wait_count(N // 5, timeout=300)
