@@ -144,6 +144,11 @@ class _TolerantBatch:
     def validate_crc(self) -> bool:
         return True  # TolerantMemoryRecords checked it before wrapping the batch
 
+    def __next__(self) -> Any:
+        # A read_committed consumer reads a control batch's one record with next() (aiokafka's
+        # `_contains_abort_marker`): without this, the first transaction marker stopped the fetch.
+        return next(self._batch)
+
     def __iter__(self) -> Iterator[Any]:
         last: int | None = None
         try:
