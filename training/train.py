@@ -17,7 +17,7 @@ from sklearn.model_selection import train_test_split
 from training import calibration, classifier, cluster_ids, clusterer, data, evaluate, gate, report
 from training.config import TrainConfig
 from worker import registry, topics
-from worker.bundle import CENTROIDS, CLASSIFIER, ENCODER, Bundle, compile_infer
+from worker.bundle import CENTROIDS, CLASSIFIER, ENCODER, InferFn, compile_infer
 from worker.config import Settings, load_settings
 from worker.errors import DataError
 from worker.predict import assign_clusters
@@ -46,23 +46,16 @@ def _split(texts: list[str], y: np.ndarray, size: float | int, seed: int) -> tup
     return list(a), list(b), np.asarray(ya), np.asarray(yb)
 
 
-def _infer(classifier_model: Any, encoder: Any, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The worker's compiled call, in chunks: what is evaluated is what will be served (the LSTM on every
-    text, so that the report's confidences are the model's, not worker/lstm_skip.py's bounds)."""
-    infer = compile_infer(classifier_model, encoder)
+def _infer(infer: InferFn, texts: Sequence[str], every_text: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """A compiled call of worker/bundle.py (the new model's, or the served version's), in chunks:
+    (probabilities, embeddings). For the new model what is evaluated is what will be served, with the
+    LSTM on every text, so that the report's confidences are the model's, not worker/lstm_skip.py's bounds."""
     probs, emb = [], []
     for start in range(0, len(texts), 256):
-        p, e, _ = infer(list(texts[start:start + 256]), every_text=True)
+        p, e, _ = infer(list(texts[start:start + 256]), every_text=every_text)
         probs.append(p)
         emb.append(e)
     return np.concatenate(probs), np.concatenate(emb)
-
-
-def _clusters(served: Bundle, texts: Sequence[str]) -> np.ndarray:
-    """The cluster a served version assigns each text."""
-    ids = [assign_clusters(served.infer(list(texts[i:i + 256])).embeddings, served.centroids)[0]
-           for i in range(0, len(texts), 256)]
-    return np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
 
 
 def _accuracy(model: Any, texts: Sequence[str], y: np.ndarray) -> float:
@@ -154,7 +147,11 @@ def train(paths: Sequence[Path], model_dir: Path, cfg: TrainConfig = TrainConfig
     served = gate.load_current(model_dir)
     stability: dict[str, Any] = {"matched_to_version": None}
     if served is not None:  # keep the served version's cluster ids (training/cluster_ids.py)
-        before = _clusters(served[1], cluster_texts)
+        # One pass of the served version over every text: its clusters of the clusterer's texts (a
+        # prefix of these) and, below, its labels of the evaluation texts for the quality gate. Labels
+        # are exact without the LSTM on every text (worker/lstm_skip.py); embeddings do not depend on it.
+        served_probs, served_emb = _infer(served[1].infer, tr_x + te_x, every_text=False)
+        before = assign_clusters(served_emb[:len(cluster_texts)], served[1].centroids)[0]
         matching = cluster_ids.match(before, clu.assigned, len(served[1].centroids), n_clusters)
         clu = clu.renumbered(matching.ids)
         stability = {"matched_to_version": served[0], "texts": len(cluster_texts),
@@ -164,7 +161,7 @@ def train(paths: Sequence[Path], model_dir: Path, cfg: TrainConfig = TrainConfig
     timings["clusterer"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    probs, emb = _infer(branches.classifier, clu.encoder, te_x)
+    probs, emb = _infer(compile_infer(branches.classifier, clu.encoder), te_x)
     clusters, _ = assign_clusters(emb, clu.centroids)
     cls_eval = evaluate.classification(te_y, probs.argmax(axis=1), names)
     clu_eval = evaluate.clustering(te_y, clusters, emb, seed=cfg.seed)
@@ -176,7 +173,7 @@ def train(paths: Sequence[Path], model_dir: Path, cfg: TrainConfig = TrainConfig
     logger.info("calibration temperature=%.3f on the evaluation split: ECE %s -> %s", temperature,
                 calibrated["evaluation"]["ece_before"], calibrated["evaluation"]["ece_after"])
 
-    current = (served[0], gate.macro_f1(served[1], te_x, te_y, names)) if served is not None else None
+    current = (served[0], gate.macro_f1(served[1].labels, served_probs[len(tr_x):], te_y, names)) if served else None
     decision = gate.decide(metrics["macro_f1"], current[1] if current else None, cfg.gate_tolerance, cfg.force,
                            current[0] if current else None)
     (logger.info if decision.publish else logger.warning)("%s", decision.describe())

@@ -55,7 +55,6 @@ def transport(app: faust.App, settings: Settings) -> Any:
     """Faust's aiokafka transport with our fetch sizes (Faust has no setting for them)."""
     wait_ms = round(settings.fetch_max_wait * 1000)
     budget = Budget.of(settings)
-    exactly_once = settings.processing_guarantee == "exactly_once"
 
     class ConsumerThread(faust_kafka.AIOKafkaConsumerThread):
         def _create_worker_consumer(self, transport_: Any) -> Any:
@@ -66,7 +65,7 @@ def transport(app: faust.App, settings: Settings) -> Any:
             # Fetch sizes from TEXTSTREAM_MAX_BUFFERED_BYTES (worker/budget.py), read on start too.
             consumer._fetch_max_bytes = budget.fetch_max_bytes
             consumer._max_partition_fetch_bytes = budget.partition_fetch_bytes
-            if exactly_once:  # inputs of an upstream transaction that aborted are not labelled
+            if settings.exactly_once:  # inputs of an upstream transaction that aborted are not labelled
                 consumer._isolation_level = "read_committed"
             return consumer
 
@@ -75,7 +74,7 @@ def transport(app: faust.App, settings: Settings) -> Any:
             return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
         async def _commit(self, offsets: Any) -> bool:
-            if exactly_once:
+            if settings.exactly_once:
                 # The offsets were committed in the batches' transactions (worker/transactions.py). A
                 # commit of Faust's own, sent later, could move a partition back behind a newer one.
                 return True
@@ -103,7 +102,7 @@ def create_app(settings: Settings, serving: Serving) -> faust.App:
         return app.crash(exc)  # looked up at call time: tests replace app.crash
     reloader = Reloader(serving, prepare=lambda: bundle.prepare_runtime(settings), crash=crash,
                         create_topics=functools.partial(create_output_topics, settings, access))
-    transactions = Transactions.of(settings, access) if settings.processing_guarantee == "exactly_once" else None
+    transactions = Transactions.of(settings, access) if settings.exactly_once else None
 
     async def send(out: Outgoing) -> Any:
         return await app.producer.send(out.topic, out.key, out.value, partition=None, timestamp=None,

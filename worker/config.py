@@ -317,6 +317,11 @@ class Settings(BaseSettings):
         return parse_thresholds(self.min_confidence_by_label)
 
     @property
+    def exactly_once(self) -> bool:
+        """Outputs and input offsets in Kafka transactions (worker/transactions.py)."""
+        return self.processing_guarantee == "exactly_once"
+
+    @property
     def review_on(self) -> bool:
         """Whether any record can go to the review topic (a threshold above 0 is set)."""
         return self.min_confidence > 0 or any(t > 0 for t in self.thresholds.values())
