@@ -68,6 +68,7 @@ class Bundle:
     loaded_at: float = 0.0
     text_fields: tuple[str, ...] = textfields.DEFAULT  # the input fields its text is made of (worker/textfields.py)
     classifier: Any = field(repr=False, default=None)  # the Keras classifier, for explanations (worker/explain.py)
+    cluster_terms: tuple[tuple[str, ...], ...] = ()  # per cluster id, its name (training/cluster_ids.py); may be ()
 
 
 def configure_threads(settings: Settings) -> None:
@@ -219,6 +220,7 @@ def load(folder: Path) -> Bundle:
         loaded_at=time.time(),
         text_fields=text_fields,
         classifier=classifier,
+        cluster_terms=cluster_names(manifest, unit.shape[0]),
     )
     calibration = manifest.get("calibration") or {}
     logger.info(
@@ -229,6 +231,16 @@ def load(folder: Path) -> Bundle:
         time.perf_counter() - started,
     )
     return bundle
+
+
+def cluster_names(manifest: dict[str, Any], n_clusters: int) -> tuple[tuple[str, ...], ...]:
+    """Per cluster id, its top terms from the manifest; none for a version trained before clusters had
+    names, or a list that is not one list of strings per cluster."""
+    terms = manifest.get("cluster_terms")
+    if (not isinstance(terms, list) or len(terms) != n_clusters
+            or not all(isinstance(t, list) and all(isinstance(w, str) for w in t) for t in terms)):
+        return ()
+    return tuple(tuple(t) for t in terms)
 
 
 def load_serving(root: Path) -> Bundle:

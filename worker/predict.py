@@ -48,7 +48,7 @@ def _predict(bundle: Bundle, messages: Sequence[TextMessage], floor: Sequence[fl
     cluster_ids, sims = assign_clusters(embeddings, bundle.centroids)
     best = probs.argmax(axis=1)
     labels = bundle.labels
-    names = cluster_names(bundle)
+    names = bundle.cluster_terms
     return [
         Prediction(
             label=labels[b],
@@ -61,16 +61,6 @@ def _predict(bundle: Bundle, messages: Sequence[TextMessage], floor: Sequence[fl
         )
         for p, b, c, s, r in zip(probs, best, cluster_ids, sims, lstm_ran, strict=True)
     ]
-
-
-def cluster_names(bundle: Bundle) -> list[tuple[str, ...]]:
-    """Per cluster id, its top terms from the manifest (training/cluster_ids.py); none for a version
-    trained before clusters had names, or a list that is not one list of strings per cluster."""
-    terms = bundle.manifest.get("cluster_terms")
-    if (not isinstance(terms, list) or len(terms) != len(bundle.centroids)
-            or not all(isinstance(t, list) and all(isinstance(w, str) for w in t) for t in terms)):
-        return []
-    return [tuple(t) for t in terms]
 
 
 def predict_each(bundle: Bundle, messages: list[TextMessage], explain: int | None = None,

@@ -47,7 +47,11 @@ def test_a_version_without_cluster_names_gives_none(tiny_bundle, terms: object) 
     """Versions trained before clusters had names (or a list that does not fit) serve no terms."""
     import dataclasses
 
-    unnamed = dataclasses.replace(tiny_bundle, manifest={**tiny_bundle.manifest, "cluster_terms": terms})
+    from worker.bundle import cluster_names
+
+    names = cluster_names({**tiny_bundle.manifest, "cluster_terms": terms}, len(tiny_bundle.centroids))
+    assert names == ()
+    unnamed = dataclasses.replace(tiny_bundle, cluster_terms=names)
     assert [p.cluster_terms for p in predict.predict(unnamed, messages(TEXTS))] == [(), (), ()]
 
 
