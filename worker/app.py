@@ -6,7 +6,10 @@ TEXTSTREAM_PROCESSING_GUARANTEE=exactly_once, `worker.transactions` commits outp
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import tempfile
+import threading
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,8 @@ from worker.records import Outgoing
 from worker.reload import Reloader, Serving, create_output_topics, follow_model_events
 from worker.security import ClientSecurity, from_settings
 from worker.transactions import Transactions
+
+logger = logging.getLogger(__name__)
 
 LAG_INTERVAL_S = 5.0
 # The broker answers a fetch when this much is ready or TEXTSTREAM_FETCH_MAX_WAIT has passed. Faust
@@ -222,10 +227,35 @@ def faust_app(settings: Settings, access: ClientSecurity) -> faust.App:
     return app
 
 
+class _Worker(faust.Worker):
+    """Faust's worker, with a deadline on a stop (TEXTSTREAM_STOP_TIMEOUT, worker/config.py): the
+    first SIGTERM or SIGINT starts a timer that ends the process if the clean stop hangs."""
+
+    stop_timeout: float = 25.0
+
+    def _schedule_shutdown(self, signal: Any) -> None:
+        if not self._signal_stop_time:
+            deadline = threading.Timer(self.stop_timeout, _abandon_stop, (self.stop_timeout,))
+            deadline.daemon = True
+            deadline.start()
+        super()._schedule_shutdown(signal)
+
+
+def _abandon_stop(seconds: float) -> None:
+    logger.error("the worker did not stop cleanly within %.0f s (TEXTSTREAM_STOP_TIMEOUT; is the broker "
+                 "reachable?): exiting without committing, as after a crash; the records since the last commit "
+                 "will be read again", seconds)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(1)
+
+
 def run(settings: Settings, serving: Serving) -> None:
     """Run the worker until SIGTERM/SIGINT (Faust's worker installs the handlers and shuts down
-    cleanly: the agent finishes or abandons its batch, acked offsets are committed)."""
+    cleanly: the agent finishes or abandons its batch, acked offsets are committed; within
+    TEXTSTREAM_STOP_TIMEOUT, or the process exits 1 uncommitted)."""
     app = create_app(settings, serving)
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False,
-                          logging_config=logs.dict_config(settings.log_level, settings.log_format))
+    worker = _Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False,
+                     logging_config=logs.dict_config(settings.log_level, settings.log_format))
+    worker.stop_timeout = settings.stop_timeout
     worker.execute_from_commandline()

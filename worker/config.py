@@ -95,6 +95,14 @@ class Settings(BaseSettings):
         "at_least_once", description="at_least_once: outputs, then the input offsets (a crash can republish a "
                                      "batch); exactly_once: outputs and offsets in one Kafka transaction per input "
                                      "partition (read the outputs with isolation.level=read_committed)")
+    # A clean stop (SIGTERM/SIGINT) finishes or abandons the batch in flight, commits what was delivered
+    # and leaves the group; with the broker unreachable, aiokafka retries forever and the stop never
+    # ends. Past this deadline the worker exits 1 uncommitted, which is no worse than a crash: at-least-
+    # once redelivers the records since the last commit, exactly-once aborts the open transactions.
+    stop_timeout: float = Field(25.0, gt=0, le=3600, description="seconds a stop (SIGTERM, SIGINT) may take; past "
+                                                                 "them the worker exits with code 1 without "
+                                                                 "committing (keep it under the orchestrator's grace "
+                                                                 "period)")
     novelty_threshold: float = Field(0.3, ge=-1, le=1, description="cluster similarity below this counts as a novel text")
     # Review route (worker/route.py): off by default, so that nothing changes for existing deployments
     # and no review topic is created or required until an operator picks a threshold.

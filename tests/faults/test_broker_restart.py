@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import subprocess
 import time
 
 import pytest
@@ -90,3 +91,30 @@ def test_broker_stopped_mid_stream_and_restarted(own_broker: kafka_local.BrokerC
         assert result.duplicates == 0 and result.id_duplicates == 0, f"{result.line()}\n{logs}"
     # aiokafka's reconnect errors are rate-limited (worker/logs.py): they were ~63,000 lines in 10 s.
     assert logs.count("Unable connect to node") < 100, result.line()
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_a_stop_while_the_broker_is_down_ends_within_the_stop_timeout(
+        own_broker: kafka_local.BrokerConfig, own_stack: Stack, guarantee: str) -> None:
+    # With the broker gone, aiokafka retries forever and Faust's clean stop never ended: the worker
+    # ignored SIGTERM until it was SIGKILLed (found 2026-12-01). TEXTSTREAM_STOP_TIMEOUT bounds it.
+    stop_timeout = 5.0
+    worker = own_stack.start_worker(TEXTSTREAM_PROCESSING_GUARANTEE=guarantee,
+                                    TEXTSTREAM_STOP_TIMEOUT=str(stop_timeout))
+    own_stack.wait_ready(worker, timeout=180)
+    assert kafka_local.kill(own_broker, signal.SIGKILL, timeout=60)
+    # Until the worker knows the broker is gone (its readiness check fails), so the stop meets it.
+    wait_until(lambda: worker.get("/readyz")[0] != 200, 120, "the worker noticing the broker is down")
+    asked = time.monotonic()
+    worker.proc.send_signal(signal.SIGTERM)
+    try:
+        code = worker.proc.wait(timeout=stop_timeout + 60)
+    except subprocess.TimeoutExpired:
+        worker.proc.kill()
+        raise AssertionError(f"the worker ignored SIGTERM for {stop_timeout + 60:.0f} s\n{worker.log_tail()}") from None
+    took = time.monotonic() - asked
+    log = worker.log_tail(20_000)
+    abandoned = "did not stop cleanly within 5 s" in log
+    # Either the clean stop finished (0) or the deadline ended it (1, said in the log); never longer.
+    assert (code, abandoned) in {(0, False), (1, True)}, f"exit code {code}\n{log}"
+    assert took < stop_timeout + 15, f"the stop took {took:.1f} s\n{log}"
