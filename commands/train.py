@@ -102,6 +102,39 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trainer(args: argparse.Namespace) -> int:
+    settings = clients.kafka_settings(args)
+    logs.setup(settings.log_level, settings.log_format)
+    training_module()  # a clear exit where the `train` extra is missing
+    import asyncio
+    import signal
+
+    from prometheus_client import start_http_server
+
+    from training import trainer
+
+    tsettings = trainer.load_trainer_settings()
+    if not tsettings.data_paths:
+        raise TextstreamError("TEXTSTREAM_TRAINER_DATA is empty: name the base training data (files or folders, "
+                              "comma-separated); corrections are added to it")
+    missing = [str(p) for p in tsettings.data_paths if not p.exists()]
+    if missing:
+        raise TextstreamError(f"TEXTSTREAM_TRAINER_DATA: not found: {', '.join(missing)}")
+    settings = settings.model_copy(update={"model_dir": models.model_dir(args)})
+    if tsettings.trainer_port:
+        start_http_server(tsettings.trainer_port)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await trainer.Trainer(settings, tsettings, train_config(args)).run(stop)
+
+    asyncio.run(serve())
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """`train --check`: read and split the data as training would, print what it found, exit 0 (usable)
     or 1 (not), without training."""
@@ -174,3 +207,21 @@ def add_parsers(sub: Any) -> None:
                         "with --check, what was found); the readable lines go to stderr")
     clients.add_command_config(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "trainer", help="the learning loop as a service: retrain from corrections on the feedback topic",
+        description="Reads corrections from TEXTSTREAM_FEEDBACK_TOPIC ({\"id\", \"label\"} or {\"text\", "
+                    "\"label\"}; an id is joined with its text from TEXTSTREAM_OUTPUT_TOPIC) into a store in "
+                    "TEXTSTREAM_TRAINER_STATE, and retrains on TEXTSTREAM_TRAINER_DATA plus the corrections once "
+                    "TEXTSTREAM_TRAINER_MIN_CORRECTIONS new ones arrived (or TEXTSTREAM_TRAINER_INTERVAL passed with "
+                    "any pending). The quality gate decides; a published version is announced and workers swap "
+                    "to it. Bad feedback records go to the dead-letter topic. Run one per deployment; it resumes "
+                    "from its store after a restart. Metrics on TEXTSTREAM_TRAINER_PORT (/metrics).",
+        formatter_class=_Defaults,
+    )
+    p.add_argument("--model-dir", type=Path, help="model registry (default: TEXTSTREAM_MODEL_DIR or ./models)")
+    groups = {name: p.add_argument_group(name) for name in ("data", "classifier", "clusterer", "quality gate")}
+    for group, name, _, kwargs in setting_flags():
+        groups[group].add_argument(name, **kwargs)
+    clients.add_command_config(p)
+    p.set_defaults(func=cmd_trainer)

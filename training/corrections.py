@@ -113,6 +113,7 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")  # a stored batch survives a power cut
         self.db.executescript(_SCHEMA)
+        self.db.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('created_at', ?)", (time.time(),))
 
     def close(self) -> None:
         self.db.close()
@@ -200,3 +201,7 @@ class Store:
     def last_training(self) -> float:
         """When the last training finished (0: never)."""
         return self._meta("trained_at")
+
+    def since(self) -> float:
+        """What the schedule counts from: the last training, or the store's creation if none yet."""
+        return self._meta("trained_at") or self._meta("created_at")

@@ -1,0 +1,35 @@
+"""training/trainer.py's pure parts: what a fetched batch becomes, and when to train."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import orjson
+
+from training.trainer import TrainerSettings, due, split_batch
+
+
+def _rec(topic: str, offset: int, value: bytes | None, partition: int = 0) -> SimpleNamespace:
+    return SimpleNamespace(topic=topic, partition=partition, offset=offset, value=value, key=None, headers=(),
+                           timestamp=1_700_000_000_000)
+
+
+def test_a_batch_splits_into_corrections_dead_letters_texts_and_next_offsets() -> None:
+    batch = split_batch([
+        _rec("fb", 4, b'{"id": "m-1", "label": "spam"}'),
+        _rec("fb", 5, b"oops"),
+        _rec("labeled", 9, orjson.dumps({"id": "m-1", "text": "win money", "label": "ham"}), partition=2),
+        _rec("labeled", 10, b"not an output", partition=2),  # not ours to judge: skipped, offset still moves
+    ], "fb")
+    assert [(c.key, c.label, c.at) for c in batch.corrections] == [("m-1", "spam", 1_700_000_000.0)]
+    assert [why.reason for _, why in batch.dead] == ["invalid_json"]
+    assert batch.texts == [("m-1", "win money")]
+    assert batch.offsets == {("fb", 0): 6, ("labeled", 2): 11}
+
+
+def test_training_is_due_on_enough_corrections_or_on_schedule_with_any_pending() -> None:
+    s = TrainerSettings(trainer_min_corrections=10, trainer_interval=3600)
+    assert due(10, since=1000.0, now=1001.0, settings=s)
+    assert not due(9, since=1000.0, now=1001.0, settings=s)
+    assert due(1, since=1000.0, now=4600.0, settings=s)
+    assert not due(0, since=0.0, now=1e9, settings=s)  # nothing new: no training, however long ago
