@@ -120,6 +120,11 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     missing = [str(p) for p in tsettings.data_paths if not p.exists()]
     if missing:
         raise TextstreamError(f"TEXTSTREAM_TRAINER_DATA: not found: {', '.join(missing)}")
+    cfg = train_config(args)
+    if cfg.text_fields != ("text",) or cfg.label_field != "label":
+        # The corrections are written as {"text", "label"} rows next to the base data.
+        raise TextstreamError("textstream trainer needs base data with \"text\" and \"label\" fields for now "
+                              "(--text-field and --label-field are not supported yet)")
     settings = settings.model_copy(update={"model_dir": models.model_dir(args)})
     if tsettings.trainer_port:
         start_http_server(tsettings.trainer_port)
@@ -129,7 +134,7 @@ def cmd_trainer(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await trainer.Trainer(settings, tsettings, train_config(args)).run(stop)
+        await trainer.Trainer(settings, tsettings, cfg).run(stop)
 
     asyncio.run(serve())
     return 0

@@ -76,7 +76,7 @@ def test_compose_config_is_valid() -> None:
 
 def test_compose_has_the_whole_stack() -> None:
     services = compose_file()["services"]
-    assert set(services) == {"kafka", "trainer", "worker", "prometheus", "grafana"}
+    assert set(services) == {"kafka", "trainer", "feedback-trainer", "worker", "prometheus", "grafana"}
     kafka = services["kafka"]
     assert kafka["image"].startswith("apache/kafka:")
     # KRaft: one node is both broker and controller, no ZooKeeper.
@@ -239,7 +239,8 @@ def test_kustomization_lists_every_manifest() -> None:
 
 
 @pytest.mark.parametrize("name", ["configmap.yaml", "pvc.yaml", "worker-deployment.yaml",
-                                  "worker-service.yaml", "worker-pdb.yaml", "trainer-cronjob.yaml"])
+                                  "worker-service.yaml", "worker-pdb.yaml", "trainer-cronjob.yaml",
+                                  "feedback-trainer.yaml", "feedback-trainer-pvc.yaml"])
 def test_manifest_matches_the_kubernetes_schema(name: str) -> None:
     # strict: unknown fields (a misspelt `readinessProbe`) are errors too.
     kubernetes_validate.validate(manifests()[name], K8S_VERSION, strict=True)
@@ -259,7 +260,7 @@ def test_configmap_holds_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_worker_deployment_probes_resources_and_storage() -> None:
     config = by_kind("ConfigMap")["data"]
-    deployment = by_kind("Deployment")
+    deployment = manifests()["worker-deployment.yaml"]
     assert "replicas" not in deployment["spec"]  # KEDA owns it
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
@@ -273,7 +274,7 @@ def test_worker_deployment_probes_resources_and_storage() -> None:
     assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
     assert container["resources"]["limits"]["memory"]
     assert pod["securityContext"]["runAsNonRoot"] is True
-    pvc = by_kind("PersistentVolumeClaim")
+    pvc = manifests()["pvc.yaml"]
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]  # every replica, on any node
     claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
@@ -282,7 +283,7 @@ def test_worker_deployment_probes_resources_and_storage() -> None:
 
 
 def test_metrics_service_selects_the_workers() -> None:
-    deployment = by_kind("Deployment")
+    deployment = manifests()["worker-deployment.yaml"]
     service = by_kind("Service")
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
@@ -298,7 +299,7 @@ def test_metrics_service_selects_the_workers() -> None:
 
 def test_drains_take_the_workers_down_one_at_a_time() -> None:
     budget = by_kind("PodDisruptionBudget")
-    pod_labels = by_kind("Deployment")["spec"]["template"]["metadata"]["labels"]
+    pod_labels = manifests()["worker-deployment.yaml"]["spec"]["template"]["metadata"]["labels"]
     assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     assert budget["spec"]["maxUnavailable"] == 1
 
@@ -325,7 +326,7 @@ def test_trainer_cronjob_writes_the_shared_registry() -> None:
     for path in args[args.index("--data") + 1: args.index("--model-dir")]:
         assert (ROOT / "data" / Path(path).name).is_file()
     claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
-    assert claims == [by_kind("PersistentVolumeClaim")["metadata"]["name"]]
+    assert claims == [manifests()["pvc.yaml"]["metadata"]["name"]]
     assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
 
 
@@ -333,7 +334,7 @@ def test_keda_scales_on_the_lag_of_the_workers_group() -> None:
     config = by_kind("ConfigMap")["data"]
     scaled = by_kind("ScaledObject")
     assert scaled["apiVersion"] == "keda.sh/v1alpha1"
-    assert scaled["spec"]["scaleTargetRef"]["name"] == by_kind("Deployment")["metadata"]["name"]
+    assert scaled["spec"]["scaleTargetRef"]["name"] == manifests()["worker-deployment.yaml"]["metadata"]["name"]
     (trigger,) = scaled["spec"]["triggers"]
     assert trigger["type"] == "kafka"
     meta = trigger["metadata"]
@@ -345,3 +346,26 @@ def test_keda_scales_on_the_lag_of_the_workers_group() -> None:
     assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"]
     assert scaled["spec"]["maxReplicaCount"] == int(config["TEXTSTREAM_TOPIC_PARTITIONS"])
     assert "partition" in (K8S / "scaledobject.yaml").read_text()
+
+
+def test_the_feedback_trainer_runs_once_with_its_own_state_and_the_shared_registry(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from training.trainer import TrainerSettings
+
+    service = compose_file()["services"]["feedback-trainer"]
+    assert service["command"][0] == "trainer" and "trainer-state" in compose_file()["volumes"]
+    assert {"models:/models", "trainer-state:/trainer-state"} <= set(service["volumes"])
+    deployment = manifests()["feedback-trainer.yaml"]
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    assert claims == {manifests()["pvc.yaml"]["metadata"]["name"],
+                      manifests()["feedback-trainer-pvc.yaml"]["metadata"]["name"]}
+    for env in (service["environment"], {e["name"]: e["value"] for e in container["env"]}):
+        for key, value in env.items():
+            if key.startswith("TEXTSTREAM_TRAINER_"):
+                monkeypatch.setenv(key, str(value))
+        settings = TrainerSettings()
+        for path in settings.data_paths:  # the image copies data/ to /app/data
+            assert (ROOT / "data" / path.name).is_file()
