@@ -263,6 +263,12 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             broker.stop()
 
+        # The logs outlive the run: why a training was refused or failed is in trainer.log.
+        logs = REPO / "bench" / ".cache" / "drift"
+        logs.mkdir(parents=True, exist_ok=True)
+        for name in ("trainer.log", "worker.log"):
+            (logs / name).write_bytes((tmp / name).read_bytes())
+
     result = analyse(outputs, started, args.window, reference, [r["id"] for r in streamed])
     result.update({"reference_accuracy": reference, "held_out": args.held_out, "base": len(base),
                    "records": len(streamed), "rate": args.rate, "review_share": args.review,

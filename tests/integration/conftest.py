@@ -99,11 +99,13 @@ def running_broker(cfg: kafka_local.BrokerConfig) -> Iterator[kafka_local.Broker
 def stack_on(bootstrap: str, registry: Path, tmp_path: Path) -> Iterator[Stack]:
     """A Stack whose workers still running at the end are killed."""
     s = Stack(bootstrap, registry, tmp_path)
-    yield s
-    for w in s.workers:
-        if w.alive:
-            w.proc.kill()
-            w.proc.wait()
+    try:
+        yield s
+    finally:  # also when the test failed inside the `with`: no worker outlives its test
+        for w in s.workers:
+            if w.alive:
+                w.proc.kill()
+                w.proc.wait()
 
 
 @pytest.fixture

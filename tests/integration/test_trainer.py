@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -50,13 +51,27 @@ class Trainer:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=120)
 
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def trainers() -> Iterator[list[Trainer]]:
+    """The trainers a test starts, killed afterwards if still running (a failed test leaves none behind)."""
+    started: list[Trainer] = []
+    yield started
+    for trainer in started:
+        trainer.kill()
+
 
 def _urgent(start: int, n: int) -> list[bytes]:
     return [orjson.dumps({"text": URGENT[i % 3].format(f"host-{i}"), "label": "urgent"}) for i in range(start, start + n)]
 
 
 def test_corrections_with_a_new_label_reach_every_worker_and_a_restart_counts_each_once(
-        broker: str, tiny_registry: Path, tmp_path: Path) -> None:
+        broker: str, tiny_registry: Path, tmp_path: Path, trainers: list[Trainer]) -> None:
     base = tmp_path / "base.jsonl"
     with gzip.open(BBC, "rt", encoding="utf-8") as fh, base.open("w", encoding="utf-8") as out:
         for i, line in enumerate(fh):
@@ -76,6 +91,7 @@ def test_corrections_with_a_new_label_reach_every_worker_and_a_restart_counts_ea
                         TEXTSTREAM_TRAINER_STATE=str(state), TEXTSTREAM_TRAINER_MIN_CORRECTIONS="50",
                         TEXTSTREAM_TRAINER_PORT=str(free_ports(1)[0]))
         trainer = Trainer(env, tmp_path / "trainer-1.log")
+        trainers.append(trainer)
         asyncio.run(topics.ensure_topics(broker, [feedback], 4))
 
         def send(values: list[bytes]) -> None:
@@ -91,6 +107,7 @@ def test_corrections_with_a_new_label_reach_every_worker_and_a_restart_counts_ea
 
         # Restarted mid-stream: it resumes after what it stored, so the first 35 are not read again.
         trainer = Trainer(env, tmp_path / "trainer-2.log")
+        trainers.append(trainer)
         send(_urgent(25, 20))
         wait_until(lambda: trainer.metric('textstream_trainer_trainings_total{outcome="published"}') == 1, 600,
                    "a version published from the corrections")
@@ -101,12 +118,12 @@ def test_corrections_with_a_new_label_reach_every_worker_and_a_restart_counts_ea
         # The worker swapped to it (announced on the models topic) and routes the new label.
         wait_until(lambda: worker.status().get("model_version") == 2, 300, "the worker serving version 2")
         stack.send([orjson.dumps({"id": "u-1", "text": URGENT[0].format("mail")})])
-        out = [orjson.loads(r.value or b"") for r in stack.read([stack.labeled], 11)]
-        new = next(r for r in out if r["id"] == "u-1")
+        labelled = [orjson.loads(r.value or b"") for r in stack.read([stack.labeled], 11)]
+        new = next(r for r in labelled if r["id"] == "u-1")
         assert new["model_version"] == 2 and "urgent" in new["scores"]
         assert trainer.stop() == 0
         dead = stack.read([stack.dlq], 2, settle=5)  # once each, though the trainer read twice
-        assert sorted(r.headers.get("error") for r in dead) == ["invalid_json", "missing_label"]
+        assert sorted(r.headers.get("error", "") for r in dead) == ["invalid_json", "missing_label"]
         assert {r.value for r in dead} == {b"not json", b'{"id": "r-1"}'}  # the original bytes
 
     db = sqlite3.connect(state / "trainer.sqlite")

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import orjson
 
+from training.holdout import split_rows
 from training.trainer import TrainerSettings, due, split_batch
 
 
@@ -33,3 +34,15 @@ def test_training_is_due_on_enough_corrections_or_on_schedule_with_any_pending()
     assert not due(9, since=1000.0, now=1001.0, settings=s)
     assert due(1, since=1000.0, now=4600.0, settings=s)
     assert not due(0, since=0.0, now=1e9, settings=s)  # nothing new: no training, however long ago
+
+
+def test_the_held_out_slice_is_the_same_texts_in_every_training_and_a_scarce_label_stays_in_training() -> None:
+    texts = [f"text number {i}" for i in range(400)] + ["rare one", "rare two"]
+    labels = ["a"] * 200 + ["b"] * 200 + ["new", "new"]
+    train, evaluation = split_rows(texts, labels, 0.15)
+    assert sorted(train + evaluation) == list(range(402))
+    assert 0.10 < len(evaluation) / 400 < 0.20
+    assert {labels[i] for i in train} == {"a", "b", "new"} and "new" not in {labels[i] for i in evaluation}
+    # More data later (a correction) moves no earlier text between the slices.
+    train2, evaluation2 = split_rows([*texts, "a later correction"], [*labels, "a"], 0.15)
+    assert set(evaluation) <= set(evaluation2) and set(train) <= set(train2)
