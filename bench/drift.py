@@ -42,6 +42,7 @@ from quality import RESULTS, default_datasets, machine
 
 from devkit.kafka_local import free_ports
 from devkit.stack import REPO, Broker, Namespace, WorkerProcess, http_get, wait_until
+from training.holdout import split_rows
 
 logger = logging.getLogger("bench.drift")
 # Fast enough to retrain within a minute on 2 cores; the n-gram branch carries the accuracy anyway.
@@ -238,7 +239,12 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("reference: training on every label, scoring the stream texts")
         reference = _train([all_labels], tmp / "reference", stream_file)["metrics"]["accuracy"]
         logger.info("reference accuracy %.4f; version 1 without %s", reference, args.held_out)
-        _train([without], tmp / "models")
+        # Version 1 held out the slice the trainer holds out (training/holdout.py), as if the trainer had
+        # made it: with `textstream train`'s random split it would have trained on the gate's texts.
+        no_new = [r for r in base if r["label"] != args.held_out]
+        fit_rows, eval_rows = split_rows([r["text"] for r in no_new], [r["label"] for r in no_new], 0.15)
+        _train([_write(tmp / "v1-train.jsonl", [no_new[i] for i in fit_rows])], tmp / "models",
+               _write(tmp / "v1-eval.jsonl", [no_new[i] for i in eval_rows]))
 
         broker = Broker.start(tmp / "broker")
         try:

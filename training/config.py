@@ -105,7 +105,7 @@ class TrainConfig(_Settings):
                              json_schema_extra=flag("--label-field", "data"))
     bad_rows: BadRows = Field("skip", description="unreadable rows: skip them (reported with line numbers) or fail",
                               json_schema_extra=flag("--bad-rows", "data"))
-    test_size: float = Field(0.15, gt=0, lt=1, description="share held out for evaluation, chosen by a hash of each text (the same texts in every training)",
+    test_size: float = Field(0.15, gt=0, lt=1, description="share held out for evaluation",
                              json_schema_extra=flag("--test-size", "data"))
     max_rows: int | None = Field(None, ge=2, description="train on a stratified sample of this many rows",
                                  json_schema_extra=flag("--max-rows", "data"))

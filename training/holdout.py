@@ -1,4 +1,4 @@
-"""The evaluation slice: which texts a training holds out to score itself and to gate on.
+"""The evaluation slice `textstream trainer` holds out to score a retraining and to gate it on.
 
 Chosen by a hash of each text, not at random, so a text is held out in every training or in none. The
 quality gate compares the new version with the served one on this slice; with a random split the served

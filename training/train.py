@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from training import calibration, classifier, cluster_ids, clusterer, data, evaluate, gate, holdout, report
+from training import calibration, classifier, cluster_ids, clusterer, data, evaluate, gate, report
 from training.config import TrainConfig
 from worker import registry, topics
 from worker.bundle import CENTROIDS, CLASSIFIER, ENCODER, InferFn, compile_infer
@@ -72,15 +72,6 @@ def check_label_topics(names: Sequence[str], settings: Settings) -> None:
                         "rename them in the data:\n  " + "\n  ".join(problems))
 
 
-def _hold_out(texts: list[str], y: np.ndarray, size: float, seed: int) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
-    """The evaluation slice of training/holdout.py (the same texts in every training); a random split only
-    when that leaves nothing to evaluate or fewer than two labels to train on (a handful of texts)."""
-    train_rows, eval_rows = holdout.split_rows(texts, y.tolist(), size)
-    if not eval_rows or len(set(y[train_rows].tolist())) < 2:
-        return _split(texts, y, size, seed)
-    return [texts[i] for i in train_rows], [texts[i] for i in eval_rows], y[train_rows], y[eval_rows]
-
-
 def _prepare(paths: Sequence[Path], eval_paths: Sequence[Path] | None, cfg: TrainConfig,
              settings: Settings) -> dict[str, Any]:
     ds = data.load(paths, cfg.text_fields, cfg.label_field, cfg.bad_rows)
@@ -101,7 +92,7 @@ def _prepare(paths: Sequence[Path], eval_paths: Sequence[Path] | None, cfg: Trai
         sources = [*ds.sources, *(f"{s} (evaluation)" for s in ev.sources)]
         skipped = ds.skipped + ev.skipped
     else:
-        tr_x, te_x, tr_y, te_y = _hold_out(texts, y, cfg.test_size, cfg.seed)
+        tr_x, te_x, tr_y, te_y = _split(texts, y, cfg.test_size, cfg.seed)
         sources, skipped = list(ds.sources), ds.skipped
     logger.info("data rows=%d skipped=%d train=%d eval=%d classes=%s", len(tr_x) + len(te_x), skipped, len(tr_x),
                 len(te_x), dict(sorted(Counter(names[i] for i in tr_y.tolist()).items())))

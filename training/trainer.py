@@ -32,8 +32,10 @@ from prometheus_client import Counter, Gauge
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from training import holdout
 from training.config import TrainConfig
 from training.corrections import BadCorrection, Correction, Store, parse
+from training.data import load
 from worker import client, events, security, topics
 from worker.config import ENV_PREFIX, Settings, validation_problems
 from worker.errors import ConfigError
@@ -195,6 +197,19 @@ class Trainer:
         CORRECTIONS.labels("dead_lettered").inc(len(batch.dead))
         self._gauges()
 
+    def _split(self, paths: Sequence[Path], folder: Path) -> tuple[Path, Path]:
+        """Base data and corrections in two files: training rows, and the held-out slice of
+        training/holdout.py (the same texts in every training, so the gate is fair to both versions)."""
+        ds = load(paths, self.cfg.text_fields, self.cfg.label_field, self.cfg.bad_rows)
+        train_rows, eval_rows = holdout.split_rows(ds.texts, ds.labels, self.cfg.test_size)
+        out = (folder / "train.jsonl", folder / "evaluation.jsonl")
+        for path, rows in zip(out, (train_rows, eval_rows), strict=True):
+            with path.open("w", encoding="utf-8") as fh:
+                for i in rows:
+                    fh.write(orjson.dumps({"text": ds.texts[i], "label": ds.labels[i]}).decode() + "\n")
+        logger.info("%d rows for training, %d held out", len(train_rows), len(eval_rows))
+        return out
+
     async def train_once(self) -> int | None:
         """Train on the base data and every stored correction; the version published, or None."""
         from training.train import train
@@ -204,8 +219,9 @@ class Trainer:
             n, seq = self.store.export(extra)
             logger.info("training on %s and %d corrections", ", ".join(map(str, self.tsettings.data_paths)) or "-", n)
             try:
-                result = await asyncio.to_thread(train, [*self.tsettings.data_paths, extra], self.settings.model_dir,
-                                                 self.cfg, None, self.settings)
+                files = await asyncio.to_thread(self._split, [*self.tsettings.data_paths, extra], Path(tmp))
+                result = await asyncio.to_thread(train, [files[0]], self.settings.model_dir, self.cfg, [files[1]],
+                                                 self.settings)
             except Exception:
                 TRAININGS.labels("failed").inc()
                 self.retry_at = time.time() + min(self.tsettings.trainer_interval, 300.0)

@@ -16,7 +16,6 @@ from aiokafka import TopicPartition
 from commands import clients
 from commands.main import build_parser, main
 from training.data import load
-from training.holdout import split_rows
 from worker.client import start_positions
 
 
@@ -104,21 +103,15 @@ def test_train_check_prints_counts_and_splits_without_training(tmp_path: Path,
     assert main(["train", "--check", "--data", str(data), "--model-dir", str(models), "--test-size", "0.25"]) == 0
     out = capsys.readouterr().out
     assert "40 usable, 1 skipped" in out and "data OK" in out
+    assert "30 fit" not in out  # 40 rows, 10 held out; 10 % of the 30 left for validation
+    assert "27 fit, 3 validation" in out and "10 evaluation" in out
+    assert any(line.split() == ["sport", "13", "2", "5"] for line in out.splitlines()), out
     assert not models.exists()  # nothing trained, nothing published
 
     assert main(["train", "--check", "--json", "--data", str(data), "--test-size", "0.25"]) == 0
     found = orjson.loads(capsys.readouterr().out)
-    rows = [orjson.loads(line) for line in data.read_text().splitlines() if line.strip()]
-    usable = [r for r in rows if isinstance(r.get("text"), str) and r["text"].strip() and r.get("label")]
-    # The evaluation slice is training's own (training/holdout.py), the rest split 90/10 for validation.
-    _, held = split_rows([r["text"] for r in usable], [r["label"] for r in usable], 0.25)
-    splits = found["splits"]
-    assert found["ok"] and splits["evaluation"] == len(held) and sum(splits.values()) == 40
-    assert splits["validation"] >= 1 and splits["fit"] > splits["validation"]
-    assert f"{splits['fit']} fit, {splits['validation']} validation" in out and f"{len(held)} evaluation" in out
-    tech = found["per_label"]["tech"]
-    assert sum(tech.values()) == sum(r["label"] == "tech" for r in usable)
-    assert any(line.split() == ["tech", *map(str, tech.values())] for line in out.splitlines()), out
+    assert found["ok"] and found["splits"] == {"fit": 27, "validation": 3, "evaluation": 10}
+    assert found["per_label"]["tech"] == {"fit": 14, "validation": 1, "evaluation": 5}
     assert found["skipped"] == 1 and found["labels"] == ["sport", "tech"]
 
 
