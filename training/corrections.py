@@ -188,14 +188,12 @@ class Store:
                 n += 1
         return n, seq
 
-    def trained(self, seq: float, at: float, decision: str) -> None:
-        """Record a finished training over everything stored up to `seq`."""
+    def trained(self, seq: float, at: float) -> None:
+        """Record a finished training (published or refused) over everything stored up to `seq`."""
         self.db.execute("BEGIN IMMEDIATE")
         for name, value in (("trained_seq", seq), ("trained_at", at)):
             self.db.execute("INSERT INTO meta (name, value) VALUES (?, ?) "
                             "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, value))
-        self.db.execute("INSERT INTO meta (name, value) VALUES ('published', ?) "
-                        "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (1.0 if decision == "published" else 0.0,))
         self.db.execute("COMMIT")
 
     def last_training(self) -> float:

@@ -136,6 +136,7 @@ class Trainer:
     def _gauges(self) -> None:
         c = self.store.counts()
         PENDING.set(c.pending)
+        LAST_TRAINING.set(self.store.last_training())  # from the store, so a restart shows it too
         STORED.labels("known").set(c.ready)
         STORED.labels("waiting").set(c.corrections - c.ready)
 
@@ -230,8 +231,7 @@ class Trainer:
                 return None
         outcome = "published" if result.version is not None else "refused"
         TRAININGS.labels(outcome).inc()
-        self.store.trained(seq, time.time(), outcome)
-        LAST_TRAINING.set(self.store.last_training())
+        self.store.trained(seq, time.time())
         self._gauges()
         logger.info("%s", result.decision.describe())
         if result.version is None:

@@ -104,7 +104,7 @@ def test_pending_counts_what_arrived_since_the_last_training_and_export_writes_t
     assert n == 1
     rows = [json.loads(line) for line in (tmp_path / "corrections.jsonl").read_text().splitlines()]
     assert rows == [{"text": "ta", "label": "x"}]
-    store.trained(seq, at=20.0, decision="published")
+    store.trained(seq, at=20.0)
     assert store.counts().pending == 0 and store.last_training() == 20.0
     store.apply([Correction("a", "z", None, 3.0)], [], {}, now=10.0)  # a new label for a: pending again
     assert store.counts().pending == 1
