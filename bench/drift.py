@@ -9,7 +9,10 @@ Protocol, one run, on a fresh local broker:
     it; `textstream trainer` runs beside it on the base data without that label.
   - The stream is sent at `--rate` records/s, each record carrying its true label in a passthrough
     field. A simulated reviewer reads the outputs and sends the true label of a fixed `--review`
-    share of them (chosen by a hash of the id) to the feedback topic as {"id", "label"}.
+    share of them (chosen by a hash of the id) to the feedback topic as {"id", "label"}. With
+    `--review-below C` the worker also routes records under confidence C to review
+    (TEXTSTREAM_MIN_CONFIDENCE) and the reviewer labels every one of them too: the review queue a
+    team works through, where a label the model never saw tends to land.
   - Per `--window` seconds of output: accuracy of the served labels; when each version went live
     (its first output); the time from the stream's start until the accuracy over the last three
     windows is within 2 points of the reference; records lost or duplicated (by id).
@@ -73,7 +76,9 @@ def reviewed(rid: str, share: float) -> bool:
 
 async def stream(bootstrap: str, ns: Namespace, feedback: str, records: list[dict[str, str]], rate: float,
                  share: float, timeout: float) -> tuple[list[dict[str, Any]], float, int]:
-    """Send the stream, review outputs as they come; (outputs in arrival order, start time, corrections sent)."""
+    """Send the stream, review outputs as they come; (outputs in arrival order, start time, corrections sent).
+
+    A record is reviewed when its id falls in the `share` sample or the worker routed it to review."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     consumer = AIOKafkaConsumer(ns.labeled, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                                 enable_auto_commit=False, group_id=None)
@@ -105,7 +110,7 @@ async def stream(bootstrap: str, ns: Namespace, feedback: str, records: list[dic
                 out["arrived"] = r.timestamp / 1000
                 outputs.append(out)
                 seen.add(out["id"])
-                if reviewed(out["id"], share):
+                if reviewed(out["id"], share) or out.get("route") == "review":
                     await producer.send(feedback, orjson.dumps({"id": out["id"], "label": out["true_label"]}),
                                         key=out["id"].encode())
                     corrections += 1
@@ -164,19 +169,24 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax.plot(xs, ys, marker="o", label="accuracy of the stream's labels (per window)")
     ax.axhline(result["reference_accuracy"], color="green", linestyle="--", label="a model trained on all labels")
     ax.axhline(result["reference_accuracy"] - 0.02, color="green", linestyle=":", label="within 2 points")
+    labelled = -1e9
+    span = max(xs, default=1.0)
     for version, at in result["live_s"].items():
-        ax.axvline(float(at), color="grey", alpha=0.5)
-        ax.text(float(at), 0.02, f" v{version}", color="grey")
-    ax.set_xlabel("seconds since the stream started")
+        ax.axvline(float(at), color="grey", alpha=0.4)
+        if float(at) - labelled >= 0.05 * span:  # one label per 5 % of the axis: they would overlap
+            ax.text(float(at), 0.42, f" v{version}", color="grey", fontsize=8)
+            labelled = float(at)
+    ax.set_xlabel("seconds since the stream started (grey: a new version's first output)")
     ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
-    ax.set_title(f"Drift: '{result['held_out']}' appears; {result['review_share']:.0%} of records corrected")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.set_ylim(0.4, 1)
+    ax.set_title(f"Drift: '{result['held_out']}' appears; {result['corrections'] / result['records']:.0%} of the records reviewed "
+                 "and labelled")
+    ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
 
-def markdown(r: dict[str, Any]) -> str:
+def markdown(r: dict[str, Any], png: str) -> str:
     def acc(w: dict[str, Any]) -> str:
         return "–" if w["accuracy"] is None else f"{w['accuracy']:.3f}"
 
@@ -184,13 +194,16 @@ def markdown(r: dict[str, Any]) -> str:
                       f"{', '.join(map(str, w['versions']))} |" for w in r["windows"])
     live = ", ".join(f"v{v} at {s} s" for v, s in r["live_s"].items())
     env = ", ".join(f"{k} {v}" for k, v in r["machine"].items())
+    below = r.get("review_below", 0.0)
+    reviewer = f"a {r['review_share']:.0%} sample of the outputs" + (
+        f" and every record the worker routed to review (confidence under {below:g})" if below else "")
     recovered = "not within the run" if r["recovered_s"] is None else f"{r['recovered_s']:.0f} s after the stream started"
     return f"""# Drift: a new label, corrections, retraining (issue 18)
 
 Produced by `bench/drift.py` (protocol in its docstring), {r['finished']}. Machine: {env}.
 AG News: {r['base']} base texts, {r['records']} streamed at {r['rate']:.0f}/s; version 1 trained without
-`{r['held_out']}`; a reviewer corrected {r['review_share']:.0%} of the outputs ({r['corrections']} corrections);
-the trainer retrained every {r['min_corrections']} corrections.
+`{r['held_out']}`; a reviewer labelled {reviewer} ({r['corrections']} corrections, {r['corrections'] / r['records']:.0%}
+of the stream); the trainer retrained every {r['min_corrections']} corrections.
 
 | figure | value |
 | --- | --- |
@@ -200,7 +213,7 @@ the trainer retrained every {r['min_corrections']} corrections.
 | back within 2 points of the reference (last 3 windows) | {recovered} |
 | records lost / duplicated | {r['lost']} / {r['duplicates']} |
 
-![accuracy per window](drift.png)
+![accuracy per window]({png})
 
 | window s | records | accuracy | versions |
 | --- | ---: | ---: | --- |
@@ -216,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=4800, help="texts streamed")
     parser.add_argument("--rate", type=float, default=12.0, help="records/s")
     parser.add_argument("--review", type=float, default=0.05, help="share of outputs a reviewer corrects")
+    parser.add_argument("--review-below", type=float, default=0.0,
+                        help="TEXTSTREAM_MIN_CONFIDENCE of the worker; the reviewer also labels what it routes to review")
+    parser.add_argument("--name", default="drift", help="results go to NAME.md, NAME.json and NAME.png")
     parser.add_argument("--min-corrections", type=int, default=40, help="TEXTSTREAM_TRAINER_MIN_CORRECTIONS")
     parser.add_argument("--window", type=float, default=30.0, help="seconds per accuracy window")
     parser.add_argument("--results", type=Path, default=RESULTS)
@@ -250,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             ns = Namespace.fresh("drift")
             feedback = f"{ns.name}.feedback"
-            env = ns.env(broker.bootstrap, tmp / "models", TEXTSTREAM_TOPIC_PARTITIONS="4")
+            env = ns.env(broker.bootstrap, tmp / "models", TEXTSTREAM_TOPIC_PARTITIONS="4",
+                         TEXTSTREAM_MIN_CONFIDENCE=str(args.review_below), TEXTSTREAM_REVIEW_TOPIC=f"{ns.name}.review")
             worker = WorkerProcess(env, tmp / "worker.log")
             worker.wait_ready()
             port = free_ports(1)[0]
@@ -270,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             broker.stop()
 
         # The logs outlive the run: why a training was refused or failed is in trainer.log.
-        logs = REPO / "bench" / ".cache" / "drift"
+        logs = REPO / "bench" / ".cache" / args.name
         logs.mkdir(parents=True, exist_ok=True)
         for name in ("trainer.log", "worker.log"):
             (logs / name).write_bytes((tmp / name).read_bytes())
@@ -278,13 +295,14 @@ def main(argv: list[str] | None = None) -> int:
     result = analyse(outputs, started, args.window, reference, [r["id"] for r in streamed])
     result.update({"reference_accuracy": reference, "held_out": args.held_out, "base": len(base),
                    "records": len(streamed), "rate": args.rate, "review_share": args.review,
+                   "review_below": args.review_below,
                    "corrections": corrections, "min_corrections": args.min_corrections, "window_s": args.window,
                    "machine": machine(), "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
     args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "drift.json").write_text(json.dumps(result, indent=2, default=list))
-    plot(result, args.results / "drift.png")
-    (args.results / "drift.md").write_text(markdown(result), encoding="utf-8")
-    print(markdown(result))
+    (args.results / f"{args.name}.json").write_text(json.dumps(result, indent=2, default=list))
+    plot(result, args.results / f"{args.name}.png")
+    (args.results / f"{args.name}.md").write_text(markdown(result, f"{args.name}.png"), encoding="utf-8")
+    print(markdown(result, f"{args.name}.png"))
     return 0
 
 

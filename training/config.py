@@ -63,8 +63,8 @@ class ClassifierConfig(_Settings):
                         json_schema_extra=flag("--ngrams", "classifier"))
     wide_c: float = Field(1.0, gt=0, description="C of the n-gram branch's linear SVM (inverse regularisation)",
                           json_schema_extra=flag("--svm-c", "classifier"))
-    class_weight: ClassWeight = Field("auto", description="LSTM class weights; auto: balanced when the largest "
-                                                          "class is 3x the smallest",
+    class_weight: ClassWeight = Field("auto", description="class weights of both branches; auto: balanced when "
+                                                          "the largest class is 3x the smallest",
                                       json_schema_extra=flag("--class-weight", "classifier"))
 
 

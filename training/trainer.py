@@ -117,12 +117,37 @@ def split_batch(records: Sequence[Any], feedback_topic: str) -> Batch:
     return Batch(corrections, texts, dead, offsets)
 
 
+def last_per_text(texts: Sequence[str]) -> list[int]:
+    """Indices of the rows to train on, in order: of rows with the same text, only the last."""
+    last = {text: i for i, text in enumerate(texts)}
+    return [i for i, text in enumerate(texts) if last[text] == i]
+
+
 def due(pending: int, since: float, now: float, settings: TrainerSettings) -> bool:
     """Whether to train now: enough new corrections, or any and the last training (or the trainer's first
     start, before any) is older than the interval."""
     if pending >= settings.trainer_min_corrections:
         return True
     return pending > 0 and now - since >= settings.trainer_interval
+
+
+def split_files(paths: Sequence[Path], folder: Path, cfg: TrainConfig) -> tuple[Path, Path]:
+    """Base data and corrections (the last path) in two files: training rows, and the held-out slice
+    of training/holdout.py (the same texts in every training, so the gate is fair to both versions).
+    A text given twice keeps its last label: a correction replaces the base row it corrects."""
+    ds = load(paths, cfg.text_fields, cfg.label_field, cfg.bad_rows)
+    kept = last_per_text(ds.texts)
+    if len(kept) < len(ds.texts):
+        logger.info("%d rows replaced by a later row with the same text", len(ds.texts) - len(kept))
+    texts, labels = [ds.texts[i] for i in kept], [ds.labels[i] for i in kept]
+    train_rows, eval_rows = holdout.split_rows(texts, labels, cfg.test_size)
+    out = (folder / "train.jsonl", folder / "evaluation.jsonl")
+    for path, rows in zip(out, (train_rows, eval_rows), strict=True):
+        with path.open("w", encoding="utf-8") as fh:
+            for i in rows:
+                fh.write(orjson.dumps({"text": texts[i], "label": labels[i]}).decode() + "\n")
+    logger.info("%d rows for training, %d held out", len(train_rows), len(eval_rows))
+    return out
 
 
 class Trainer:
@@ -198,19 +223,6 @@ class Trainer:
         CORRECTIONS.labels("dead_lettered").inc(len(batch.dead))
         self._gauges()
 
-    def _split(self, paths: Sequence[Path], folder: Path) -> tuple[Path, Path]:
-        """Base data and corrections in two files: training rows, and the held-out slice of
-        training/holdout.py (the same texts in every training, so the gate is fair to both versions)."""
-        ds = load(paths, self.cfg.text_fields, self.cfg.label_field, self.cfg.bad_rows)
-        train_rows, eval_rows = holdout.split_rows(ds.texts, ds.labels, self.cfg.test_size)
-        out = (folder / "train.jsonl", folder / "evaluation.jsonl")
-        for path, rows in zip(out, (train_rows, eval_rows), strict=True):
-            with path.open("w", encoding="utf-8") as fh:
-                for i in rows:
-                    fh.write(orjson.dumps({"text": ds.texts[i], "label": ds.labels[i]}).decode() + "\n")
-        logger.info("%d rows for training, %d held out", len(train_rows), len(eval_rows))
-        return out
-
     async def train_once(self) -> int | None:
         """Train on the base data and every stored correction; the version published, or None."""
         from training.train import train
@@ -219,8 +231,14 @@ class Trainer:
             extra = Path(tmp) / "corrections.jsonl"
             n, seq = self.store.export(extra)
             logger.info("training on %s and %d corrections", ", ".join(map(str, self.tsettings.data_paths)) or "-", n)
+            waiting = self.store.counts()
+            if waiting.corrections > waiting.ready:
+                logger.warning("%d corrections by id still wait for their record's text on %s (it may have left the "
+                               "topic before the trainer read it); they are kept for %g days; send the text with "
+                               "the id to use them now", waiting.corrections - waiting.ready,
+                               self.settings.output_topic, self.tsettings.trainer_retention_days)
             try:
-                files = await asyncio.to_thread(self._split, [*self.tsettings.data_paths, extra], Path(tmp))
+                files = await asyncio.to_thread(split_files, [*self.tsettings.data_paths, extra], Path(tmp), self.cfg)
                 result = await asyncio.to_thread(train, [files[0]], self.settings.model_dir, self.cfg, [files[1]],
                                                  self.settings)
             except Exception:

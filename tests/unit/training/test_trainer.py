@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import orjson
 
+from training.config import TrainConfig
 from training.holdout import split_rows
-from training.trainer import TrainerSettings, due, split_batch
+from training.trainer import TrainerSettings, due, last_per_text, split_batch, split_files
 
 
 def _rec(topic: str, offset: int, value: bytes | None, partition: int = 0) -> SimpleNamespace:
@@ -46,3 +48,20 @@ def test_the_held_out_slice_is_the_same_texts_in_every_training_and_a_scarce_lab
     # More data later (a correction) moves no earlier text between the slices.
     train2, evaluation2 = split_rows([*texts, "a later correction"], [*labels, "a"], 0.15)
     assert set(evaluation) <= set(evaluation2) and set(train) <= set(train2)
+
+
+def test_a_correction_replaces_the_base_row_with_the_same_text(tmp_path: Path) -> None:
+    assert last_per_text(["a", "b", "a", "c", "b"]) == [2, 3, 4]
+    base = tmp_path / "base.jsonl"
+    base.write_text("".join(orjson.dumps({"text": f"mail number {i}", "label": "ham" if i % 2 else "spam"}).decode()
+                            + "\n" for i in range(200)))
+    corrections = tmp_path / "corrections.jsonl"
+    corrections.write_text("".join(orjson.dumps({"text": f"mail number {i}", "label": "urgent"}).decode() + "\n"
+                                   for i in range(0, 200, 10)))
+    train, evaluation = split_files([base, corrections], tmp_path, TrainConfig())
+    rows = [orjson.loads(line) for path in (train, evaluation) for line in path.read_text().splitlines()]
+    assert len(rows) == 200  # 20 corrected rows replaced, none added
+    labels = {r["text"]: r["label"] for r in rows}
+    assert len(labels) == 200
+    assert all(labels[f"mail number {i}"] == "urgent" for i in range(0, 200, 10))
+    assert labels["mail number 1"] == "ham" and labels["mail number 2"] == "spam"
