@@ -89,6 +89,10 @@ TRAININGS = Counter("textstream_trainer_trainings_total", "Trainings run, by out
                     ["outcome"])  # published | refused | failed
 LAST_TRAINING = Gauge("textstream_trainer_last_training_timestamp_seconds", "When the last training finished")
 LAST_VERSION = Gauge("textstream_trainer_last_published_version", "The version the trainer published last")
+LAST_GATE = Gauge("textstream_trainer_last_gate_published",
+                  "The last quality gate's decision: 1 published, 0 refused (failed trainings reach no gate)")
+GATE_F1 = Gauge("textstream_trainer_last_gate_macro_f1", "Macro-F1 on the held-out slice at the last quality gate",
+                ["model"])  # new | served
 
 
 @dataclass(frozen=True)
@@ -249,6 +253,10 @@ class Trainer:
                 return None
         outcome = "published" if result.version is not None else "refused"
         TRAININGS.labels(outcome).inc()
+        LAST_GATE.set(result.version is not None)
+        GATE_F1.labels("new").set(result.decision.new_f1)
+        if result.decision.current_f1 is not None:
+            GATE_F1.labels("served").set(result.decision.current_f1)
         self.store.trained(seq, time.time())
         self._gauges()
         logger.info("%s", result.decision.describe())

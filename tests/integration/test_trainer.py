@@ -79,8 +79,9 @@ def test_corrections_with_a_new_label_reach_every_worker_and_a_restart_counts_ea
                 out.write(line)
     with stack_on(broker, copy_registry(tiny_registry, tmp_path / "registry"), tmp_path) as stack:
         feedback = f"{stack.ns}.feedback"
-        worker = stack.start_worker()
-        stack.wait_ready(worker)
+        workers = [stack.start_worker(), stack.start_worker()]  # two in the group: both must swap
+        for worker in workers:
+            stack.wait_ready(worker)
         # Ten labelled records whose ids the id-only corrections below name.
         stack.send([orjson.dumps({"id": f"r-{i}", "text": f"Shares in the bank rose {i} percent on profits"})
                     for i in range(10)])
@@ -113,10 +114,13 @@ def test_corrections_with_a_new_label_reach_every_worker_and_a_restart_counts_ea
                    "a version published from the corrections")
         assert trainer.metric('textstream_trainer_corrections_total{outcome="stored"}') == 20  # only the new ones
         assert trainer.metric('textstream_trainer_corrections_total{outcome="dead_lettered"}') == 0
+        assert trainer.metric("textstream_trainer_last_gate_published") == 1
+        assert trainer.metric('textstream_trainer_last_gate_macro_f1{model="new"}') > 0
         manifest = json.loads((stack.model_dir / "2" / "manifest.json").read_text())
         assert "urgent" in manifest["labels"]
-        # The worker swapped to it (announced on the models topic) and routes the new label.
-        wait_until(lambda: worker.status().get("model_version") == 2, 300, "the worker serving version 2")
+        # Every worker swapped to it (announced on the models topic), and the new label is routed.
+        for worker in workers:
+            wait_until(lambda w=worker: w.status().get("model_version") == 2, 300, "every worker serving version 2")
         stack.send([orjson.dumps({"id": "u-1", "text": URGENT[0].format("mail")})])
         labelled = [orjson.loads(r.value or b"") for r in stack.read([stack.labeled], 11)]
         new = next(r for r in labelled if r["id"] == "u-1")

@@ -72,9 +72,10 @@ def _families(registry: CollectorRegistry) -> dict[str, set[str]]:
 
 
 def exported_metrics() -> dict[str, set[str]]:
-    """Series names (with label names, target labels included) that a worker scrape can hold."""
+    """Series names (with label names, target labels included) that a worker or trainer scrape can hold."""
     from faust.sensors.prometheus import FaustMetrics
 
+    import training.trainer  # noqa: F401  registers the textstream_trainer_* metrics in REGISTRY
     import worker.metrics  # noqa: F401  registers the textstream_* metrics in REGISTRY
 
     names = _families(REGISTRY)
@@ -97,6 +98,9 @@ def known_label_values() -> dict[tuple[str, str], set[str]]:
         ("textstream_messages_total", "outcome"): {"labeled", "dead_lettered"},
         ("textstream_messages_total", "reason"): {"", *REASONS},
         ("textstream_model_reloads_total", "result"): {"success", "failure"},
+        # training/trainer.py writes these.
+        ("textstream_trainer_trainings_total", "outcome"): {"published", "refused", "failed"},
+        ("textstream_trainer_corrections_total", "outcome"): {"stored", "dead_lettered"},
     }
     for name, obj in vars(metrics).items():
         bounds = getattr(obj, "_upper_bounds", None)  # histogram buckets, as the exposition writes them
@@ -215,6 +219,7 @@ def test_every_alert_is_unit_tested() -> None:
     assert alerts == {
         "TextstreamWorkerDown", "TextstreamNoWorkerUp", "TextstreamNoModel", "TextstreamDeadLetterRateHigh",
         "TextstreamConsumerLagGrowing", "TextstreamModelReloadFailed", "TextstreamConfidenceDrift",
+        "TextstreamTrainerTrainingFailed", "TextstreamTrainerGateRefusing",
     }
     tests = load_yaml(PROMETHEUS / "alerts_test.yml")["tests"]
     tested = [case for t in tests for case in t.get("alert_rule_test", [])]
