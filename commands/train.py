@@ -121,10 +121,6 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     if missing:
         raise TextstreamError(f"TEXTSTREAM_TRAINER_DATA: not found: {', '.join(missing)}")
     cfg = train_config(args)
-    if cfg.text_fields != ("text",) or cfg.label_field != "label":
-        # The corrections are written as {"text", "label"} rows next to the base data.
-        raise TextstreamError("textstream trainer needs base data with \"text\" and \"label\" fields for now "
-                              "(--text-field and --label-field are not supported yet)")
     settings = settings.model_copy(update={"model_dir": models.model_dir(args)})
     if tsettings.trainer_port:
         start_http_server(tsettings.trainer_port)

@@ -36,7 +36,7 @@ from training import holdout
 from training.config import TrainConfig
 from training.corrections import BadCorrection, Correction, Store, parse
 from training.data import load
-from worker import client, events, security, topics
+from worker import client, events, security, textfields, topics
 from worker.config import ENV_PREFIX, Settings, validation_problems
 from worker.errors import ConfigError
 from worker.limits import reason_headers
@@ -135,21 +135,32 @@ def due(pending: int, since: float, now: float, settings: TrainerSettings) -> bo
     return pending > 0 and now - since >= settings.trainer_interval
 
 
-def split_files(paths: Sequence[Path], folder: Path, cfg: TrainConfig) -> tuple[Path, Path]:
-    """Base data and corrections (the last path) in two files: training rows, and the held-out slice
-    of training/holdout.py (the same texts in every training, so the gate is fair to both versions).
-    A text given twice keeps its last label: a correction replaces the base row it corrects."""
-    ds = load(paths, cfg.text_fields, cfg.label_field, cfg.bad_rows)
-    kept = last_per_text(ds.texts)
-    if len(kept) < len(ds.texts):
-        logger.info("%d rows replaced by a later row with the same text", len(ds.texts) - len(kept))
-    texts, labels = [ds.texts[i] for i in kept], [ds.labels[i] for i in kept]
+def split_files(base: Sequence[Path], corrections: Path | None, folder: Path, cfg: TrainConfig) -> tuple[Path, Path]:
+    """Base data (in `cfg`'s fields) and corrections (`{"text", "label"}` rows, the text already
+    joined as the worker joins fields) in two files: training rows, and the held-out slice of
+    training/holdout.py (the same texts in every training, so the gate is fair to both versions).
+    A text given twice keeps its last label: a correction replaces the base row it corrects.
+
+    The files use `cfg`'s fields, so the version's manifest keeps them: each text goes in the first
+    field and the others stay empty, which `worker.textfields.join` leaves out."""
+    ds = load(base, cfg.text_fields, cfg.label_field, cfg.bad_rows)
+    texts, labels = list(ds.texts), list(ds.labels)
+    if corrections is not None:
+        extra = load([corrections], textfields.DEFAULT, "label", "fail", min_classes=1)
+        texts += extra.texts
+        labels += extra.labels
+    kept = last_per_text(texts)
+    if len(kept) < len(texts):
+        logger.info("%d rows replaced by a later row with the same text", len(texts) - len(kept))
+    texts, labels = [texts[i] for i in kept], [labels[i] for i in kept]
     train_rows, eval_rows = holdout.split_rows(texts, labels, cfg.test_size)
+    first, *others = cfg.text_fields
     out = (folder / "train.jsonl", folder / "evaluation.jsonl")
     for path, rows in zip(out, (train_rows, eval_rows), strict=True):
         with path.open("w", encoding="utf-8") as fh:
             for i in rows:
-                fh.write(orjson.dumps({"text": texts[i], "label": labels[i]}).decode() + "\n")
+                row = {first: texts[i], **dict.fromkeys(others, ""), cfg.label_field: labels[i]}
+                fh.write(orjson.dumps(row).decode() + "\n")
     logger.info("%d rows for training, %d held out", len(train_rows), len(eval_rows))
     return out
 
@@ -242,7 +253,8 @@ class Trainer:
                                "the id to use them now", waiting.corrections - waiting.ready,
                                self.settings.output_topic, self.tsettings.trainer_retention_days)
             try:
-                files = await asyncio.to_thread(split_files, [*self.tsettings.data_paths, extra], Path(tmp), self.cfg)
+                files = await asyncio.to_thread(split_files, self.tsettings.data_paths, extra if n else None, Path(tmp),
+                                                self.cfg)
                 result = await asyncio.to_thread(train, [files[0]], self.settings.model_dir, self.cfg, [files[1]],
                                                  self.settings)
             except Exception:

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import orjson
 
 from training.config import TrainConfig
+from training.data import load
 from training.holdout import split_rows
 from training.trainer import TrainerSettings, due, last_per_text, split_batch, split_files
 
@@ -58,10 +59,27 @@ def test_a_correction_replaces_the_base_row_with_the_same_text(tmp_path: Path) -
     corrections = tmp_path / "corrections.jsonl"
     corrections.write_text("".join(orjson.dumps({"text": f"mail number {i}", "label": "urgent"}).decode() + "\n"
                                    for i in range(0, 200, 10)))
-    train, evaluation = split_files([base, corrections], tmp_path, TrainConfig())
+    train, evaluation = split_files([base], corrections, tmp_path, TrainConfig())
     rows = [orjson.loads(line) for path in (train, evaluation) for line in path.read_text().splitlines()]
     assert len(rows) == 200  # 20 corrected rows replaced, none added
     labels = {r["text"]: r["label"] for r in rows}
     assert len(labels) == 200
     assert all(labels[f"mail number {i}"] == "urgent" for i in range(0, 200, 10))
     assert labels["mail number 1"] == "ham" and labels["mail number 2"] == "spam"
+
+
+def test_base_data_in_other_fields_keeps_them_and_corrections_join_in(tmp_path: Path) -> None:
+    base = tmp_path / "mail.jsonl"
+    base.write_text("".join(orjson.dumps({"subject": f"Invoice {i}", "body": f"Please pay bill {i}",
+                                          "queue": "billing" if i % 2 else "support"}).decode() + "\n"
+                            for i in range(100)))
+    corrections = tmp_path / "corrections.jsonl"  # texts as the worker joined them, from the enriched topic
+    corrections.write_text(orjson.dumps({"text": "Invoice 3\n\nPlease pay bill 3", "label": "urgent"}).decode() + "\n"
+                           + orjson.dumps({"text": "Server down\n\nNothing works", "label": "urgent"}).decode() + "\n")
+    cfg = TrainConfig(text_field="subject,body", label_field="queue")
+    files = split_files([base], corrections, tmp_path, cfg)
+    ds = load(list(files), cfg.text_fields, cfg.label_field, "fail")  # what `train` reads, in the version's fields
+    labels = dict(zip(ds.texts, ds.labels, strict=True))
+    assert len(labels) == 101  # 100 base rows, one replaced, one new
+    assert labels["Invoice 3\n\nPlease pay bill 3"] == "urgent" and labels["Server down\n\nNothing works"] == "urgent"
+    assert labels["Invoice 4\n\nPlease pay bill 4"] == "support"
