@@ -4,7 +4,8 @@
 #   2. dockerd started in the background when no engine answers (log: /var/log/textstream-dockerd.log);
 #   3. the local base image (deploy/base-image.sh; skipped when it exists);
 #   4. both images of deploy/Dockerfile built on it (`worker` and the default `trainer` target);
-#   5. tests/containers (pytest -m containers): trainer, workers, rebalance, docker stop, uid, volume.
+#   5. tests/containers (pytest -m containers): trainer, workers, rebalance, docker stop, uid, volume,
+#      and docker-compose.yml brought up with tests/containers/compose.local.yml (test_compose.py).
 # Each step prints its time. Run from anywhere, as root:
 #   deploy/container-check.sh                      (PYTHON=... picks the interpreter; default .venv)
 # The suite starts a local Kafka broker like the integration tests (TEXTSTREAM_KAFKA_HOME as for them).
@@ -24,6 +25,7 @@ missing=""
 command -v docker >/dev/null 2>&1 || missing="$missing docker.io"
 command -v dockerd >/dev/null 2>&1 || docker info >/dev/null 2>&1 || missing="$missing docker.io"
 command -v debootstrap >/dev/null 2>&1 || missing="$missing debootstrap"
+command -v docker-compose >/dev/null 2>&1 || missing="$missing docker-compose"
 if [ -n "$missing" ]; then
     [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
         || die "missing$missing; install them with: sudo apt-get install docker.io debootstrap"
