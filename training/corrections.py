@@ -18,7 +18,6 @@ oldest go first), and corrections older than `retention_days` are dropped.
 from __future__ import annotations
 
 import hashlib
-import json
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -177,16 +176,11 @@ class Store:
         """(text, label) of every correction whose text is known, oldest first."""
         yield from self.db.execute("SELECT text, label FROM corrections WHERE text IS NOT NULL ORDER BY seq")
 
-    def export(self, path: Path) -> tuple[int, float]:
-        """Write the ready corrections as training JSON lines to `path`; (how many, the store's seq then),
-        the seq to pass to `trained` once a training on them is done."""
+    def snapshot(self) -> tuple[list[tuple[str, str]], float]:
+        """(the ready corrections as (text, label), the store's seq then): the seq to pass to `trained`
+        once a training on them is done."""
         seq = self._meta("seq")
-        n = 0
-        with path.open("w", encoding="utf-8") as fh:
-            for text, label in self.ready():
-                fh.write(json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n")
-                n += 1
-        return n, seq
+        return list(self.ready()), seq
 
     def trained(self, seq: float, at: float) -> None:
         """Record a finished training (published or refused) over everything stored up to `seq`."""

@@ -36,7 +36,7 @@ from training import holdout
 from training.config import TrainConfig
 from training.corrections import BadCorrection, Correction, Store, parse
 from training.data import load
-from worker import client, events, security, textfields, topics
+from worker import client, events, security, topics
 from worker.config import ENV_PREFIX, Settings, validation_problems
 from worker.errors import ConfigError
 from worker.limits import reason_headers
@@ -135,20 +135,18 @@ def due(pending: int, since: float, now: float, settings: TrainerSettings) -> bo
     return pending > 0 and now - since >= settings.trainer_interval
 
 
-def split_files(base: Sequence[Path], corrections: Path | None, folder: Path, cfg: TrainConfig) -> tuple[Path, Path]:
-    """Base data (in `cfg`'s fields) and corrections (`{"text", "label"}` rows, the text already
-    joined as the worker joins fields) in two files: training rows, and the held-out slice of
+def split_files(base: Sequence[Path], corrections: Sequence[tuple[str, str]], folder: Path,
+                cfg: TrainConfig) -> tuple[Path, Path]:
+    """Base data (in `cfg`'s fields) and corrections ((text, label), the text already joined as the
+    worker joins fields) in two files: training rows, and the held-out slice of
     training/holdout.py (the same texts in every training, so the gate is fair to both versions).
     A text given twice keeps its last label: a correction replaces the base row it corrects.
 
     The files use `cfg`'s fields, so the version's manifest keeps them: each text goes in the first
     field and the others stay empty, which `worker.textfields.join` leaves out."""
     ds = load(base, cfg.text_fields, cfg.label_field, cfg.bad_rows)
-    texts, labels = list(ds.texts), list(ds.labels)
-    if corrections is not None:
-        extra = load([corrections], textfields.DEFAULT, "label", "fail", min_classes=1)
-        texts += extra.texts
-        labels += extra.labels
+    texts = [*ds.texts, *(text for text, _ in corrections)]
+    labels = [*ds.labels, *(label for _, label in corrections)]
     kept = last_per_text(texts)
     if len(kept) < len(texts):
         logger.info("%d rows replaced by a later row with the same text", len(texts) - len(kept))
@@ -243,9 +241,9 @@ class Trainer:
         from training.train import train
 
         with tempfile.TemporaryDirectory(prefix="textstream-trainer-") as tmp:
-            extra = Path(tmp) / "corrections.jsonl"
-            n, seq = self.store.export(extra)
-            logger.info("training on %s and %d corrections", ", ".join(map(str, self.tsettings.data_paths)) or "-", n)
+            corrections, seq = self.store.snapshot()
+            logger.info("training on %s and %d corrections", ", ".join(map(str, self.tsettings.data_paths)) or "-",
+                        len(corrections))
             waiting = self.store.counts()
             if waiting.corrections > waiting.ready:
                 logger.warning("%d corrections by id still wait for their record's text on %s (it may have left the "
@@ -253,8 +251,7 @@ class Trainer:
                                "the id to use them now", waiting.corrections - waiting.ready,
                                self.settings.output_topic, self.tsettings.trainer_retention_days)
             try:
-                files = await asyncio.to_thread(split_files, self.tsettings.data_paths, extra if n else None, Path(tmp),
-                                                self.cfg)
+                files = await asyncio.to_thread(split_files, self.tsettings.data_paths, corrections, Path(tmp), self.cfg)
                 result = await asyncio.to_thread(train, [files[0]], self.settings.model_dir, self.cfg, [files[1]],
                                                  self.settings)
             except Exception:

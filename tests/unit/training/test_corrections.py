@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import orjson
@@ -96,14 +95,13 @@ def test_bounds_keep_the_newest_and_retention_drops_the_old(tmp_path: Path) -> N
     assert "told" not in [t for t, _ in store.ready()]
 
 
-def test_pending_counts_what_arrived_since_the_last_training_and_export_writes_training_rows(tmp_path: Path) -> None:
+def test_pending_counts_what_arrived_since_the_last_training_and_a_snapshot_holds_the_training_rows(
+        tmp_path: Path) -> None:
     store = _store(tmp_path)
     store.apply([Correction("a", "x", "ta", 1.0), Correction("b", "y", None, 1.0)], [], {}, now=10.0)
     assert store.counts().pending == 1  # b has no text yet
-    n, seq = store.export(tmp_path / "corrections.jsonl")
-    assert n == 1
-    rows = [json.loads(line) for line in (tmp_path / "corrections.jsonl").read_text().splitlines()]
-    assert rows == [{"text": "ta", "label": "x"}]
+    rows, seq = store.snapshot()
+    assert rows == [("ta", "x")]
     store.trained(seq, at=20.0)
     assert store.counts().pending == 0 and store.last_training() == 20.0
     store.apply([Correction("a", "z", None, 3.0)], [], {}, now=10.0)  # a new label for a: pending again

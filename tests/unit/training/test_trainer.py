@@ -56,9 +56,7 @@ def test_a_correction_replaces_the_base_row_with_the_same_text(tmp_path: Path) -
     base = tmp_path / "base.jsonl"
     base.write_text("".join(orjson.dumps({"text": f"mail number {i}", "label": "ham" if i % 2 else "spam"}).decode()
                             + "\n" for i in range(200)))
-    corrections = tmp_path / "corrections.jsonl"
-    corrections.write_text("".join(orjson.dumps({"text": f"mail number {i}", "label": "urgent"}).decode() + "\n"
-                                   for i in range(0, 200, 10)))
+    corrections = [(f"mail number {i}", "urgent") for i in range(0, 200, 10)]
     train, evaluation = split_files([base], corrections, tmp_path, TrainConfig())
     rows = [orjson.loads(line) for path in (train, evaluation) for line in path.read_text().splitlines()]
     assert len(rows) == 200  # 20 corrected rows replaced, none added
@@ -73,9 +71,8 @@ def test_base_data_in_other_fields_keeps_them_and_corrections_join_in(tmp_path: 
     base.write_text("".join(orjson.dumps({"subject": f"Invoice {i}", "body": f"Please pay bill {i}",
                                           "queue": "billing" if i % 2 else "support"}).decode() + "\n"
                             for i in range(100)))
-    corrections = tmp_path / "corrections.jsonl"  # texts as the worker joined them, from the enriched topic
-    corrections.write_text(orjson.dumps({"text": "Invoice 3\n\nPlease pay bill 3", "label": "urgent"}).decode() + "\n"
-                           + orjson.dumps({"text": "Server down\n\nNothing works", "label": "urgent"}).decode() + "\n")
+    # Texts as the worker joined them, from the enriched topic.
+    corrections = [("Invoice 3\n\nPlease pay bill 3", "urgent"), ("Server down\n\nNothing works", "urgent")]
     cfg = TrainConfig(text_field="subject,body", label_field="queue")
     files = split_files([base], corrections, tmp_path, cfg)
     ds = load(list(files), cfg.text_fields, cfg.label_field, "fail")  # what `train` reads, in the version's fields
